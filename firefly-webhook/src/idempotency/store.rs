@@ -1,0 +1,339 @@
+//! The [`IdempotencyStore`] port and the in-process [`MemoryStore`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::BoxError;
+
+/// Remembers which events were processed, so each event's effect happens once.
+///
+/// A claim is two-phase: [`claim`](Self::claim) takes a short lock (the lock TTL bounds how
+/// long a crashed worker blocks others), [`complete`](Self::complete) turns it into a long-lived
+/// "processed" marker. Both phases are fenced: only the holder of the [`FencingToken`] returned
+/// by `claim` can complete or release, so a worker whose lock expired cannot overwrite a newer
+/// owner's claim.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Tries to take the processing lock for `key` for `lock_ttl`.
+    async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError>;
+
+    /// Marks `key` processed for `processed_ttl` and drops the lock, if `token` still owns it.
+    /// Fails with [`StoreError::Fenced`] otherwise.
+    async fn complete(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        processed_ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Drops the lock without marking `key` processed, if `token` still owns it (so another
+    /// attempt may claim it at once). Fails with [`StoreError::Fenced`] otherwise.
+    async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError>;
+
+    /// Counts a failed attempt for `key` and remembers `error`; returns the count so far.
+    /// The counter expires `ttl` after the last failure.
+    async fn record_failure(&self, key: &str, error: &str, ttl: Duration)
+    -> Result<u64, StoreError>;
+
+    /// Whether the store is reachable; backs the readiness probe.
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
+    async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
+        (**self).claim(key, lock_ttl).await
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        processed_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        (**self).complete(key, token, processed_ttl).await
+    }
+    async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
+        (**self).release(key, token).await
+    }
+    async fn record_failure(
+        &self,
+        key: &str,
+        error: &str,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        (**self).record_failure(key, error, ttl).await
+    }
+    async fn health(&self) -> Result<(), StoreError> {
+        (**self).health().await
+    }
+}
+
+/// The answer to [`IdempotencyStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the lock until it completes, releases, or the lock TTL passes.
+    Acquired(FencingToken),
+    /// Another worker holds the lock; try again later.
+    InProgress {
+        /// How long the other worker's lock still runs, when the store knows.
+        retry_after: Option<Duration>,
+    },
+    /// The event was already processed.
+    Completed,
+}
+
+/// Proof of lock ownership: a random value stored with the lock.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FencingToken(String);
+
+impl FencingToken {
+    /// A new random token (128 bits).
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Wraps a token read back from a store.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FencingToken({})", self.0)
+    }
+}
+
+/// An idempotency store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached (or did not answer in time).
+    #[error("idempotency store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The token no longer owns the lock: it expired and someone else may have claimed it.
+    #[error("the idempotency lock is no longer held by this worker")]
+    Fenced,
+    /// The store answered with something unexpected.
+    #[error("idempotency store failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// An [`Unavailable`](Self::Unavailable) error from any error.
+    pub fn unavailable(err: impl Into<BoxError>) -> Self {
+        Self::Unavailable(err.into())
+    }
+}
+
+enum Slot {
+    Processing { token: FencingToken, until: Instant },
+    Processed { until: Instant },
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    last_error: String,
+    until: Option<Instant>,
+}
+
+/// An [`IdempotencyStore`] in this process's memory: for tests and single-process workers.
+///
+/// Expired entries are swept as the map grows, so memory stays bounded by the live keys.
+#[derive(Default)]
+pub struct MemoryStore {
+    slots: Mutex<HashMap<String, Slot>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update below is a single insert or remove, so a poisoned map is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The failure count and last error recorded for `key`, if any and not expired.
+    pub fn failures(&self, key: &str) -> Option<(u64, String)> {
+        let now = Instant::now();
+        lock(&self.failures)
+            .get(key)
+            .filter(|f| f.until.is_none_or(|u| u > now))
+            .map(|f| (f.count, f.last_error.clone()))
+    }
+
+    fn sweep(slots: &mut HashMap<String, Slot>, now: Instant) {
+        slots.retain(|_, s| match s {
+            Slot::Processing { until, .. } | Slot::Processed { until } => *until > now,
+        });
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
+        let now = Instant::now();
+        let mut slots = lock(&self.slots);
+        match slots.get(key) {
+            Some(Slot::Processed { until }) if *until > now => return Ok(Claim::Completed),
+            Some(Slot::Processing { until, .. }) if *until > now => {
+                return Ok(Claim::InProgress {
+                    retry_after: Some(*until - now),
+                });
+            }
+            _ => {}
+        }
+        if slots.len() >= 1024 && slots.len().is_power_of_two() {
+            Self::sweep(&mut slots, now);
+        }
+        let token = FencingToken::random();
+        slots.insert(
+            key.to_owned(),
+            Slot::Processing {
+                token: token.clone(),
+                until: now + lock_ttl,
+            },
+        );
+        Ok(Claim::Acquired(token))
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        processed_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut slots = lock(&self.slots);
+        match slots.get_mut(key) {
+            Some(slot @ Slot::Processing { .. }) => {
+                let Slot::Processing { token: t, until } = &*slot else {
+                    return Err(StoreError::Fenced);
+                };
+                if t != token || *until <= now {
+                    return Err(StoreError::Fenced);
+                }
+                *slot = Slot::Processed {
+                    until: now + processed_ttl,
+                };
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced),
+        }
+    }
+
+    async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut slots = lock(&self.slots);
+        match slots.get(key) {
+            Some(Slot::Processing { token: t, until }) if t == token && *until > now => {
+                slots.remove(key);
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        key: &str,
+        error: &str,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        let f = failures.entry(key.to_owned()).or_default();
+        if f.until.is_some_and(|u| u <= now) {
+            f.count = 0;
+        }
+        f.count += 1;
+        error.clone_into(&mut f.last_error);
+        f.until = Some(now + ttl);
+        Ok(f.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCK: Duration = Duration::from_secs(300);
+    const DONE: Duration = Duration::from_secs(86_400);
+
+    #[tokio::test]
+    async fn claim_complete_then_completed() {
+        let store = MemoryStore::new();
+        let Claim::Acquired(token) = store.claim("k", LOCK).await.unwrap() else {
+            panic!("first claim must acquire");
+        };
+        assert!(matches!(
+            store.claim("k", LOCK).await.unwrap(),
+            Claim::InProgress { retry_after: Some(_) }
+        ));
+        store.complete("k", &token, DONE).await.unwrap();
+        assert_eq!(store.claim("k", LOCK).await.unwrap(), Claim::Completed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_owner_is_fenced() {
+        let store = MemoryStore::new();
+        let Claim::Acquired(old) = store.claim("k", Duration::from_secs(1)).await.unwrap() else {
+            panic!()
+        };
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let Claim::Acquired(new) = store.claim("k", LOCK).await.unwrap() else {
+            panic!("expired lock must be claimable")
+        };
+        assert!(matches!(
+            store.complete("k", &old, DONE).await,
+            Err(StoreError::Fenced)
+        ));
+        assert!(matches!(store.release("k", &old).await, Err(StoreError::Fenced)));
+        store.complete("k", &new, DONE).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn release_lets_the_next_claim_acquire() {
+        let store = MemoryStore::new();
+        let Claim::Acquired(t) = store.claim("k", LOCK).await.unwrap() else {
+            panic!()
+        };
+        store.release("k", &t).await.unwrap();
+        assert!(matches!(store.claim("k", LOCK).await.unwrap(), Claim::Acquired(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_counter_counts_and_expires() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(store.record_failure("k", "a", ttl).await.unwrap(), 1);
+        assert_eq!(store.record_failure("k", "b", ttl).await.unwrap(), 2);
+        assert_eq!(store.failures("k"), Some((2, "b".into())));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(store.failures("k"), None);
+        assert_eq!(store.record_failure("k", "c", ttl).await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,265 @@
+//! The [`WebhookProcessor`] trait users implement, and what it returns.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::BoxError;
+use crate::event::WebhookEvent;
+use crate::subscribe::Position;
+use crate::verify::VerifyError;
+use crate::wire::FailureCategory;
+
+/// Your business logic: called once per webhook (idempotency and retries are handled around it).
+///
+/// ```
+/// use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor};
+/// use firefly_webhook::{WebhookEvent, async_trait};
+///
+/// struct Billing;
+///
+/// #[async_trait]
+/// impl WebhookProcessor for Billing {
+///     async fn process(&self, event: &WebhookEvent, _ctx: &Context) -> Result<Outcome, ProcessError> {
+///         if event.provider != "stripe" {
+///             return Ok(Outcome::skipped("not a billing event"));
+///         }
+///         let _json: serde_json::Value = serde_json::from_slice(&event.body)
+///             .map_err(ProcessError::permanent)?; // malformed: dead-letter at once
+///         Ok(Outcome::Processed)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait WebhookProcessor: Send + Sync + 'static {
+    /// Handles one event.
+    async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError>;
+
+    /// Called before each attempt. An error counts as the attempt's failure.
+    async fn before_process(&self, _event: &WebhookEvent, _ctx: &Context) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called after a successful attempt.
+    async fn after_process(&self, _event: &WebhookEvent, _ctx: &Context, _outcome: &Outcome) {}
+
+    /// Called after a failed attempt (before the retry decision).
+    async fn on_error(&self, _event: &WebhookEvent, _ctx: &Context, _error: &ProcessError) {}
+}
+
+#[async_trait]
+impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
+    async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
+        (**self).process(event, ctx).await
+    }
+    async fn before_process(&self, event: &WebhookEvent, ctx: &Context) -> Result<(), ProcessError> {
+        (**self).before_process(event, ctx).await
+    }
+    async fn after_process(&self, event: &WebhookEvent, ctx: &Context, outcome: &Outcome) {
+        (**self).after_process(event, ctx, outcome).await;
+    }
+    async fn on_error(&self, event: &WebhookEvent, ctx: &Context, error: &ProcessError) {
+        (**self).on_error(event, ctx, error).await;
+    }
+}
+
+/// A processor from an async closure.
+///
+/// ```
+/// use firefly_webhook::process::{Outcome, processor_fn};
+///
+/// let processor = processor_fn(|event, _ctx| async move {
+///     println!("{} bytes from {}", event.body.len(), event.provider);
+///     Ok(Outcome::Processed)
+/// });
+/// # let _ = processor;
+/// ```
+pub fn processor_fn<F, Fut>(f: F) -> ProcessorFn<F>
+where
+    F: Fn(WebhookEvent, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Outcome, ProcessError>> + Send,
+{
+    ProcessorFn { f }
+}
+
+/// See [`processor_fn`].
+#[derive(Clone, Copy)]
+pub struct ProcessorFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for ProcessorFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorFn").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<F, Fut> WebhookProcessor for ProcessorFn<F>
+where
+    F: Fn(WebhookEvent, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Outcome, ProcessError>> + Send,
+{
+    async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
+        (self.f)(event.clone(), ctx.clone()).await
+    }
+}
+
+/// What processing an event amounted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The event's effect happened.
+    Processed,
+    /// The event was deliberately not acted on.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A skipped outcome.
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self::Skipped {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A failed attempt: transient (retry) or permanent (dead-letter now).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ProcessError {
+    kind: ErrorKind,
+    category: FailureCategory,
+    #[source]
+    source: BoxError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Transient { retry_after: Option<Duration> },
+    Permanent,
+}
+
+impl ProcessError {
+    /// A failure that may pass on retry (the default for unclassified errors).
+    pub fn transient(err: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Transient { retry_after: None },
+            category: FailureCategory::Processing,
+            source: err.into(),
+        }
+    }
+
+    /// A transient failure that should not be retried before `delay` (e.g. a 429's Retry-After).
+    pub fn retry_after(err: impl Into<BoxError>, delay: Duration) -> Self {
+        Self {
+            kind: ErrorKind::Transient {
+                retry_after: Some(delay),
+            },
+            category: FailureCategory::Processing,
+            source: err.into(),
+        }
+    }
+
+    /// A failure retrying cannot fix: the event is dead-lettered at once.
+    pub fn permanent(err: impl Into<BoxError>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            category: FailureCategory::Unrecoverable,
+            source: err.into(),
+        }
+    }
+
+    /// Overrides the dead-letter category.
+    #[must_use]
+    pub fn with_category(mut self, category: FailureCategory) -> Self {
+        self.category = category;
+        self
+    }
+
+    /// Whether this failure must not be retried.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+
+    /// The retry delay the processor asked for, if any.
+    pub fn retry_after_hint(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::Transient { retry_after } => retry_after,
+            ErrorKind::Permanent => None,
+        }
+    }
+
+    /// The dead-letter category.
+    pub fn category(&self) -> FailureCategory {
+        self.category
+    }
+
+    /// The underlying error.
+    pub fn source_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    /// A short name for the error's kind, recorded on dead letters.
+    pub fn error_type(&self) -> &'static str {
+        match (self.kind, self.category) {
+            (_, FailureCategory::Validation) => "validation",
+            (_, FailureCategory::Timeout) => "timeout",
+            (ErrorKind::Permanent, _) => "permanent",
+            (ErrorKind::Transient { .. }, _) => "transient",
+        }
+    }
+}
+
+impl From<BoxError> for ProcessError {
+    fn from(err: BoxError) -> Self {
+        Self::transient(err)
+    }
+}
+
+impl From<VerifyError> for ProcessError {
+    fn from(err: VerifyError) -> Self {
+        Self::permanent(err).with_category(FailureCategory::Validation)
+    }
+}
+
+/// What the worker knows about the delivery being processed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Context {
+    /// 1 on the first attempt.
+    pub attempt: u32,
+    /// The destination the event was consumed from.
+    pub destination: String,
+    /// Where the delivery sits in its transport.
+    pub position: Position,
+    /// The idempotency key of the event.
+    pub idempotency_key: String,
+    /// When the gateway received the event.
+    pub received_at: OffsetDateTime,
+}
+
+impl Context {
+    /// A context for a first attempt (useful in tests of processors).
+    pub fn new(
+        destination: impl Into<String>,
+        position: Position,
+        idempotency_key: impl Into<String>,
+        received_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            attempt: 1,
+            destination: destination.into(),
+            position,
+            idempotency_key: idempotency_key.into(),
+            received_at,
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The wire format between the ingest half and the worker half (version 1).
+//!
+//! A message is a [CloudEvents 1.0] event in **binary content mode**: the message value is the
+//! webhook body, byte for byte, and everything else travels in message headers, so any consumer
+//! can read it with a CloudEvents SDK or with nothing but its broker client.
+//!
+//! | header (Kafka spelling)  | content                                                        |
+//! |--------------------------|----------------------------------------------------------------|
+//! | `ce_specversion`         | `1.0`                                                          |
+//! | `ce_id`                  | event id (UUIDv7, assigned at ingest)                          |
+//! | `ce_source`              | request path, e.g. `/api/v1/webhook/github`                    |
+//! | `ce_type`                | `firefly.webhook.received`                                     |
+//! | `ce_time`                | receive time, RFC 3339 UTC                                     |
+//! | `content-type`           | the request's `Content-Type` (absent when the request had none) |
+//! | `ce_provider`            | provider name                                                  |
+//! | `ce_correlationid`       | `X-Request-ID` or the event id                                 |
+//! | `ce_sourceip`            | client IP (absent when unknown)                                |
+//! | `ce_httpmethod`          | HTTP method                                                    |
+//! | `ce_httpquery`           | raw query string (absent when there was none)                  |
+//! | `ce_fireflywire`         | wire format version, `1`                                       |
+//! | `http_{name}`            | one header per original HTTP header **value**, in order; names lower case |
+//!
+//! Values are the raw bytes of the attribute (UTF-8 for everything but `http_*`, which carry the
+//! header value's bytes unchanged). A header sent twice appears twice, in order.
+//!
+//! Each transport spells the attribute prefix its own way ([`Binding`]): Kafka uses `ce_`,
+//! AMQP uses `cloudEvents:` and carries the content type in the message's `content-type`
+//! property. On AMQP a repeated `http_*` header becomes a field array.
+//!
+//! Messages that failed processing and were dead-lettered carry the original value and headers
+//! unchanged plus these extension attributes: `deadletterreason`, `deadlettercategory`,
+//! `deadletterattempts`, `deadlettererrortype`, `deadletterat` (RFC 3339) and
+//! `deadletterdestination`. A redelivered message may carry `attempt` (1-based).
+//!
+//! [CloudEvents 1.0]: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/spec.md
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::event::{EventId, WebhookEvent};
+
+/// The version this crate writes in `fireflywire` and understands when reading.
+pub const WIRE_VERSION: &str = "1";
+/// The CloudEvents `type` of every ingested webhook.
+pub const EVENT_TYPE: &str = "firefly.webhook.received";
+/// Prefix of the headers that carry the original HTTP headers.
+pub const HTTP_HEADER_PREFIX: &str = "http_";
+
+/// How a transport spells CloudEvents attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// Prefix for CloudEvents attributes (`ce_` on Kafka).
+    pub prefix: &'static str,
+    /// Whether `content-type` travels as a message header (Kafka) or in a native property (AMQP).
+    pub content_type_header: bool,
+}
+
+impl Binding {
+    /// The CloudEvents Kafka protocol binding.
+    pub const KAFKA: Self = Self {
+        prefix: "ce_",
+        content_type_header: true,
+    };
+    /// The AMQP binding: `cloudEvents:` prefixed application headers.
+    pub const AMQP: Self = Self {
+        prefix: "cloudEvents:",
+        content_type_header: false,
+    };
+}
+
+/// An error reading a message that does not follow the wire format.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A required attribute is absent.
+    #[error("message has no `{0}` attribute")]
+    Missing(&'static str),
+    /// An attribute is present but unreadable.
+    #[error("message attribute `{name}` is invalid: {reason}")]
+    Invalid {
+        /// The attribute name, without prefix.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The message was written by a newer, incompatible version of the format.
+    #[error("unsupported wire format version {0}")]
+    Version(String),
+}
+
+/// A wire header: a name and its raw value.
+pub type WireHeader = (String, Bytes);
+
+fn attr(binding: Binding, name: &str) -> String {
+    let mut s = String::with_capacity(binding.prefix.len() + name.len());
+    s.push_str(binding.prefix);
+    s.push_str(name);
+    s
+}
+
+fn text(value: &str) -> Bytes {
+    Bytes::copy_from_slice(value.as_bytes())
+}
+
+/// RFC 3339 with the offset as `Z`; infallible for the UTC times this crate produces.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// Encodes an event's metadata as message headers, in a stable order: CloudEvents attributes
+/// first, then the original HTTP headers. The body is the message value and is not included.
+pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
+    let mut out = Vec::with_capacity(12 + event.headers.len());
+    let mut put = |name: &str, value: Bytes| out.push((attr(binding, name), value));
+    put("specversion", Bytes::from_static(b"1.0"));
+    put("id", text(&event.id.to_string()));
+    put("source", text(&event.path));
+    put("type", Bytes::from_static(EVENT_TYPE.as_bytes()));
+    put("time", text(&rfc3339(event.received_at)));
+    put("provider", text(&event.provider));
+    put("correlationid", text(&event.correlation_id));
+    if let Some(ip) = event.source_ip {
+        put("sourceip", text(&ip.to_string()));
+    }
+    put("httpmethod", text(event.method.as_str()));
+    if let Some(q) = &event.query {
+        put("httpquery", text(q));
+    }
+    put("fireflywire", Bytes::from_static(WIRE_VERSION.as_bytes()));
+    if binding.content_type_header {
+        if let Some(ct) = &event.content_type {
+            out.push(("content-type".to_owned(), text(ct)));
+        }
+    }
+    for (name, value) in &event.headers {
+        let mut key = String::with_capacity(HTTP_HEADER_PREFIX.len() + name.as_str().len());
+        key.push_str(HTTP_HEADER_PREFIX);
+        key.push_str(name.as_str());
+        out.push((key, Bytes::copy_from_slice(value.as_bytes())));
+    }
+    out
+}
+
+/// Decodes a message into an event.
+///
+/// `headers` are the message headers in order (a name may repeat); `content_type` is the
+/// transport's native content-type property when the binding keeps it there (AMQP), else `None`.
+pub fn decode<'a, I>(
+    headers: I,
+    body: Bytes,
+    content_type: Option<&str>,
+    binding: Binding,
+) -> Result<WebhookEvent, WireError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
+    let mut id = None;
+    let mut source = None;
+    let mut time = None;
+    let mut provider = None;
+    let mut correlation = None;
+    let mut source_ip = None;
+    let mut method = None;
+    let mut query = None;
+    let mut version = None;
+    let mut ct = content_type.map(str::to_owned);
+    let mut http_headers = HeaderMap::new();
+
+    for (name, value) in headers {
+        if let Some(h) = name.strip_prefix(HTTP_HEADER_PREFIX) {
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(h.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) else {
+                return Err(WireError::Invalid {
+                    name: "http_*",
+                    reason: format!("header `{h}` is not a valid HTTP header"),
+                });
+            };
+            http_headers.append(n, v);
+        } else if binding.content_type_header && name.eq_ignore_ascii_case("content-type") {
+            ct = Some(utf8("content-type", value)?.to_owned());
+        } else if let Some(a) = name.strip_prefix(binding.prefix) {
+            let slot = match a {
+                "id" => &mut id,
+                "source" => &mut source,
+                "time" => &mut time,
+                "provider" => &mut provider,
+                "correlationid" => &mut correlation,
+                "sourceip" => &mut source_ip,
+                "httpmethod" => &mut method,
+                "httpquery" => &mut query,
+                "fireflywire" => &mut version,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+    }
+
+    if let Some(v) = version {
+        let v = utf8("fireflywire", v)?;
+        if v != WIRE_VERSION {
+            return Err(WireError::Version(v.to_owned()));
+        }
+    }
+    let id: EventId = utf8("id", id.ok_or(WireError::Missing("id"))?)?
+        .parse()
+        .map_err(|e: uuid::Error| invalid("id", e))?;
+    let provider = utf8("provider", provider.ok_or(WireError::Missing("provider"))?)?.to_owned();
+    let received_at = match time {
+        Some(t) => OffsetDateTime::parse(utf8("time", t)?, &Rfc3339).map_err(|e| invalid("time", e))?,
+        None => return Err(WireError::Missing("time")),
+    };
+    let method = match method {
+        Some(m) => Method::from_bytes(m).map_err(|e| invalid("httpmethod", e))?,
+        None => Method::POST,
+    };
+    let source_ip = source_ip
+        .map(|v| utf8("sourceip", v)?.parse::<IpAddr>().map_err(|e| invalid("sourceip", e)))
+        .transpose()?;
+    let path = match source {
+        Some(s) => utf8("source", s)?.to_owned(),
+        None => format!("/api/v1/webhook/{provider}"),
+    };
+    let correlation_id = match correlation {
+        Some(c) => utf8("correlationid", c)?.to_owned(),
+        None => id.to_string(),
+    };
+    let query = query.map(|q| utf8("httpquery", q).map(str::to_owned)).transpose()?;
+
+    let mut event = WebhookEvent::new(provider, body)
+        .with_id(id)
+        .with_path(path)
+        .with_query(query)
+        .with_received_at(received_at)
+        .with_source_ip(source_ip)
+        .with_correlation_id(correlation_id);
+    event.method = method;
+    event.headers = http_headers;
+    event.content_type = ct;
+    Ok(event)
+}
+
+fn utf8<'a>(name: &'static str, value: &'a [u8]) -> Result<&'a str, WireError> {
+    std::str::from_utf8(value).map_err(|e| invalid(name, e))
+}
+
+fn invalid(name: &'static str, e: impl std::fmt::Display) -> WireError {
+    WireError::Invalid {
+        name,
+        reason: e.to_string(),
+    }
+}
+
+/// Why a message was dead-lettered, as written next to the original message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Human-readable reason (the last error's message).
+    pub reason: String,
+    /// Coarse failure class.
+    pub category: FailureCategory,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The error's type or code, for grouping.
+    pub error_type: String,
+    /// When the message was given up on.
+    pub rejected_at: OffsetDateTime,
+    /// Where the message was originally published.
+    pub destination: String,
+}
+
+impl DeadLetter {
+    /// A dead-letter record rejected now.
+    pub fn new(
+        reason: impl Into<String>,
+        category: FailureCategory,
+        attempts: u32,
+        error_type: impl Into<String>,
+        destination: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason: reason.into(),
+            category,
+            attempts,
+            error_type: error_type.into(),
+            rejected_at: OffsetDateTime::now_utc(),
+            destination: destination.into(),
+        }
+    }
+
+    /// The dead-letter attributes as message headers, to add to the original message's headers.
+    pub fn encode(&self, binding: Binding) -> Vec<WireHeader> {
+        vec![
+            (attr(binding, "deadletterreason"), text(&self.reason)),
+            (
+                attr(binding, "deadlettercategory"),
+                Bytes::from_static(self.category.as_str().as_bytes()),
+            ),
+            (
+                attr(binding, "deadletterattempts"),
+                text(&self.attempts.to_string()),
+            ),
+            (attr(binding, "deadlettererrortype"), text(&self.error_type)),
+            (attr(binding, "deadletterat"), text(&rfc3339(self.rejected_at))),
+            (
+                attr(binding, "deadletterdestination"),
+                text(&self.destination),
+            ),
+        ]
+    }
+
+    /// Reads the dead-letter attributes back, if the headers have them.
+    pub fn decode<'a, I>(headers: I, binding: Binding) -> Option<Self>
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut dl = DeadLetter::new("", FailureCategory::Processing, 0, "", "");
+        let mut seen = false;
+        for (name, value) in headers {
+            let Some(a) = name.strip_prefix(binding.prefix) else {
+                continue;
+            };
+            let Ok(v) = std::str::from_utf8(value) else {
+                continue;
+            };
+            seen |= a.starts_with("deadletter");
+            match a {
+                "deadletterreason" => v.clone_into(&mut dl.reason),
+                "deadlettercategory" => dl.category = v.parse().unwrap_or(FailureCategory::Processing),
+                "deadletterattempts" => dl.attempts = v.parse().unwrap_or(0),
+                "deadlettererrortype" => v.clone_into(&mut dl.error_type),
+                "deadletterdestination" => v.clone_into(&mut dl.destination),
+                "deadletterat" => {
+                    if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+                        dl.rejected_at = t;
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen.then_some(dl)
+    }
+}
+
+/// The header name for the delivery attempt counter on `binding`.
+pub fn attempt_header(binding: Binding) -> String {
+    attr(binding, "attempt")
+}
+
+/// Coarse classes of processing failure, recorded on dead-lettered messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureCategory {
+    /// The event is malformed or failed verification; retrying cannot help.
+    Validation,
+    /// The processor failed.
+    Processing,
+    /// The processor did not finish in time.
+    Timeout,
+    /// The processor said the failure is permanent.
+    Unrecoverable,
+}
+
+impl FailureCategory {
+    /// The lower-case name written on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::Processing => "processing",
+            Self::Timeout => "timeout",
+            Self::Unrecoverable => "unrecoverable",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FailureCategory {
+    type Err = WireError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "validation" => Self::Validation,
+            "processing" => Self::Processing,
+            "timeout" => Self::Timeout,
+            "unrecoverable" => Self::Unrecoverable,
+            other => return Err(invalid("deadlettercategory", other)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> WebhookEvent {
+        let mut headers = HeaderMap::new();
+        headers.append("x-multi", HeaderValue::from_static("one"));
+        headers.append("x-multi", HeaderValue::from_static("two"));
+        headers.append("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-binary", HeaderValue::from_bytes(&[0xff, 0x01, b'a']).unwrap());
+        WebhookEvent::new("github", Bytes::from_static(&[0, 159, 146, 150, 255]))
+            .with_headers(headers)
+            .with_query(Some("a=1&b=2".into()))
+            .with_source_ip(Some("203.0.113.9".parse().unwrap()))
+            .with_correlation_id("req-1")
+    }
+
+    fn as_refs(h: &[WireHeader]) -> impl Iterator<Item = (&str, &[u8])> {
+        h.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
+    }
+
+    #[test]
+    fn round_trips_on_both_bindings() {
+        let event = sample();
+        for binding in [Binding::KAFKA, Binding::AMQP] {
+            let headers = encode(&event, binding);
+            let ct = (!binding.content_type_header).then_some("application/json");
+            let back = decode(as_refs(&headers), event.body.clone(), ct, binding).unwrap();
+            assert_eq!(back.id, event.id);
+            assert_eq!(back.provider, "github");
+            assert_eq!(back.body, event.body);
+            assert_eq!(back.query.as_deref(), Some("a=1&b=2"));
+            assert_eq!(back.source_ip, event.source_ip);
+            assert_eq!(back.correlation_id, "req-1");
+            assert_eq!(back.content_type.as_deref(), Some("application/json"));
+            assert_eq!(back.headers, event.headers);
+            let multi: Vec<_> = back.headers.get_all("x-multi").iter().collect();
+            assert_eq!(multi, ["one", "two"]);
+            assert_eq!(
+                back.received_at.unix_timestamp_nanos(),
+                event.received_at.unix_timestamp_nanos()
+            );
+        }
+    }
+
+    #[test]
+    fn kafka_names_follow_cloudevents() {
+        let headers = encode(&sample(), Binding::KAFKA);
+        let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        for required in ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"] {
+            assert!(names.contains(&required), "{required} missing");
+        }
+        assert!(names.contains(&"content-type"));
+        assert_eq!(names.iter().filter(|n| **n == "http_x-multi").count(), 2);
+    }
+
+    #[test]
+    fn rejects_missing_id_and_newer_versions() {
+        let headers = vec![("ce_provider".to_owned(), Bytes::from_static(b"x"))];
+        assert!(matches!(
+            decode(as_refs(&headers), Bytes::new(), None, Binding::KAFKA),
+            Err(WireError::Missing("id"))
+        ));
+        let mut headers = encode(&sample(), Binding::KAFKA);
+        for (n, v) in &mut headers {
+            if n == "ce_fireflywire" {
+                *v = Bytes::from_static(b"2");
+            }
+        }
+        assert!(matches!(
+            decode(as_refs(&headers), Bytes::new(), None, Binding::KAFKA),
+            Err(WireError::Version(_))
+        ));
+    }
+
+    #[test]
+    fn dead_letter_round_trip() {
+        let dl = DeadLetter::new("boom", FailureCategory::Timeout, 3, "timeout", "github");
+        let headers = dl.encode(Binding::KAFKA);
+        let back = DeadLetter::decode(as_refs(&headers), Binding::KAFKA).unwrap();
+        assert_eq!(back.reason, "boom");
+        assert_eq!(back.category, FailureCategory::Timeout);
+        assert_eq!(back.attempts, 3);
+        assert_eq!(back.destination, "github");
+        assert!(DeadLetter::decode(as_refs(&encode(&sample(), Binding::KAFKA)), Binding::KAFKA).is_none());
+    }
+}
