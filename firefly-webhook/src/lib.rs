@@ -11,6 +11,7 @@ pub mod publish;
 pub mod subscribe;
 pub mod verify;
 pub mod wire;
+pub mod worker;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
@@ -22,6 +23,7 @@ pub use crate::ingest::{IngestLayer, IngestService, Receipt, Rejection};
 pub use crate::process::{Context, Outcome, ProcessError, WebhookProcessor, processor_fn};
 pub use crate::publish::{PublishError, Publisher, Routing};
 pub use crate::subscribe::{Acker, Delivery, Position, SubscribeError, Subscriber};
+pub use crate::worker::{Job, RetryPolicy, Worker};
 pub use crate::verify::{SignatureVerifier, Verified, Verifiers, VerifyError};
 
 /// A type-erased error, as used by tower.

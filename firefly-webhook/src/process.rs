@@ -40,7 +40,11 @@ pub trait WebhookProcessor: Send + Sync + 'static {
     async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError>;
 
     /// Called before each attempt. An error counts as the attempt's failure.
-    async fn before_process(&self, _event: &WebhookEvent, _ctx: &Context) -> Result<(), ProcessError> {
+    async fn before_process(
+        &self,
+        _event: &WebhookEvent,
+        _ctx: &Context,
+    ) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -56,7 +60,11 @@ impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
     async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
         (**self).process(event, ctx).await
     }
-    async fn before_process(&self, event: &WebhookEvent, ctx: &Context) -> Result<(), ProcessError> {
+    async fn before_process(
+        &self,
+        event: &WebhookEvent,
+        ctx: &Context,
+    ) -> Result<(), ProcessError> {
         (**self).before_process(event, ctx).await
     }
     async fn after_process(&self, event: &WebhookEvent, ctx: &Context, outcome: &Outcome) {
@@ -139,12 +147,21 @@ pub struct ProcessError {
     category: FailureCategory,
     #[source]
     source: BoxError,
+    /// Set by [`RetryPolicy`](crate::worker::RetryPolicy) when it stops retrying in process:
+    /// the attempt that failed last and the backoff it computed for the next one.
+    pub(crate) gave_up: Option<(u32, Option<Duration>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ErrorKind {
-    Transient { retry_after: Option<Duration> },
+    Transient {
+        retry_after: Option<Duration>,
+    },
     Permanent,
+    /// Not a failure of the event: try again later without counting an attempt.
+    Deferred {
+        retry_after: Duration,
+    },
 }
 
 impl ProcessError {
@@ -154,6 +171,7 @@ impl ProcessError {
             kind: ErrorKind::Transient { retry_after: None },
             category: FailureCategory::Processing,
             source: err.into(),
+            gave_up: None,
         }
     }
 
@@ -165,6 +183,19 @@ impl ProcessError {
             },
             category: FailureCategory::Processing,
             source: err.into(),
+            gave_up: None,
+        }
+    }
+
+    /// The event could not be attempted now for a reason outside it (another worker holds its
+    /// lock, the idempotency store is down): redeliver after `delay` without counting an
+    /// attempt.
+    pub fn deferred(err: impl Into<BoxError>, delay: Duration) -> Self {
+        Self {
+            kind: ErrorKind::Deferred { retry_after: delay },
+            category: FailureCategory::Processing,
+            source: err.into(),
+            gave_up: None,
         }
     }
 
@@ -174,6 +205,7 @@ impl ProcessError {
             kind: ErrorKind::Permanent,
             category: FailureCategory::Unrecoverable,
             source: err.into(),
+            gave_up: None,
         }
     }
 
@@ -189,10 +221,16 @@ impl ProcessError {
         self.kind == ErrorKind::Permanent
     }
 
-    /// The retry delay the processor asked for, if any.
+    /// Whether the attempt was put off without counting (see [`deferred`](Self::deferred)).
+    pub fn is_deferred(&self) -> bool {
+        matches!(self.kind, ErrorKind::Deferred { .. })
+    }
+
+    /// The retry delay asked for, if any.
     pub fn retry_after_hint(&self) -> Option<Duration> {
         match self.kind {
             ErrorKind::Transient { retry_after } => retry_after,
+            ErrorKind::Deferred { retry_after } => Some(retry_after),
             ErrorKind::Permanent => None,
         }
     }
@@ -213,7 +251,7 @@ impl ProcessError {
             (_, FailureCategory::Validation) => "validation",
             (_, FailureCategory::Timeout) => "timeout",
             (ErrorKind::Permanent, _) => "permanent",
-            (ErrorKind::Transient { .. }, _) => "transient",
+            (ErrorKind::Transient { .. } | ErrorKind::Deferred { .. }, _) => "transient",
         }
     }
 }

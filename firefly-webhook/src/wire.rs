@@ -133,10 +133,10 @@ pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
         put("httpquery", text(q));
     }
     put("fireflywire", Bytes::from_static(WIRE_VERSION.as_bytes()));
-    if binding.content_type_header {
-        if let Some(ct) = &event.content_type {
-            out.push(("content-type".to_owned(), text(ct)));
-        }
+    if binding.content_type_header
+        && let Some(ct) = &event.content_type
+    {
+        out.push(("content-type".to_owned(), text(ct)));
     }
     for (name, value) in &event.headers {
         let mut key = String::with_capacity(HTTP_HEADER_PREFIX.len() + name.as_str().len());
@@ -214,7 +214,9 @@ where
         .map_err(|e: uuid::Error| invalid("id", e))?;
     let provider = utf8("provider", provider.ok_or(WireError::Missing("provider"))?)?.to_owned();
     let received_at = match time {
-        Some(t) => OffsetDateTime::parse(utf8("time", t)?, &Rfc3339).map_err(|e| invalid("time", e))?,
+        Some(t) => {
+            OffsetDateTime::parse(utf8("time", t)?, &Rfc3339).map_err(|e| invalid("time", e))?
+        }
         None => return Err(WireError::Missing("time")),
     };
     let method = match method {
@@ -222,7 +224,11 @@ where
         None => Method::POST,
     };
     let source_ip = source_ip
-        .map(|v| utf8("sourceip", v)?.parse::<IpAddr>().map_err(|e| invalid("sourceip", e)))
+        .map(|v| {
+            utf8("sourceip", v)?
+                .parse::<IpAddr>()
+                .map_err(|e| invalid("sourceip", e))
+        })
         .transpose()?;
     let path = match source {
         Some(s) => utf8("source", s)?.to_owned(),
@@ -232,7 +238,9 @@ where
         Some(c) => utf8("correlationid", c)?.to_owned(),
         None => id.to_string(),
     };
-    let query = query.map(|q| utf8("httpquery", q).map(str::to_owned)).transpose()?;
+    let query = query
+        .map(|q| utf8("httpquery", q).map(str::to_owned))
+        .transpose()?;
 
     let mut event = WebhookEvent::new(provider, body)
         .with_id(id)
@@ -308,7 +316,10 @@ impl DeadLetter {
                 text(&self.attempts.to_string()),
             ),
             (attr(binding, "deadlettererrortype"), text(&self.error_type)),
-            (attr(binding, "deadletterat"), text(&rfc3339(self.rejected_at))),
+            (
+                attr(binding, "deadletterat"),
+                text(&rfc3339(self.rejected_at)),
+            ),
             (
                 attr(binding, "deadletterdestination"),
                 text(&self.destination),
@@ -333,7 +344,9 @@ impl DeadLetter {
             seen |= a.starts_with("deadletter");
             match a {
                 "deadletterreason" => v.clone_into(&mut dl.reason),
-                "deadlettercategory" => dl.category = v.parse().unwrap_or(FailureCategory::Processing),
+                "deadlettercategory" => {
+                    dl.category = v.parse().unwrap_or(FailureCategory::Processing);
+                }
                 "deadletterattempts" => dl.attempts = v.parse().unwrap_or(0),
                 "deadlettererrortype" => v.clone_into(&mut dl.error_type),
                 "deadletterdestination" => v.clone_into(&mut dl.destination),
@@ -409,7 +422,10 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("one"));
         headers.append("x-multi", HeaderValue::from_static("two"));
         headers.append("content-type", HeaderValue::from_static("application/json"));
-        headers.append("x-binary", HeaderValue::from_bytes(&[0xff, 0x01, b'a']).unwrap());
+        headers.append(
+            "x-binary",
+            HeaderValue::from_bytes(&[0xff, b'a', 0x80]).unwrap(),
+        );
         WebhookEvent::new("github", Bytes::from_static(&[0, 159, 146, 150, 255]))
             .with_headers(headers)
             .with_query(Some("a=1&b=2".into()))
@@ -484,6 +500,9 @@ mod tests {
         assert_eq!(back.category, FailureCategory::Timeout);
         assert_eq!(back.attempts, 3);
         assert_eq!(back.destination, "github");
-        assert!(DeadLetter::decode(as_refs(&encode(&sample(), Binding::KAFKA)), Binding::KAFKA).is_none());
+        assert!(
+            DeadLetter::decode(as_refs(&encode(&sample(), Binding::KAFKA)), Binding::KAFKA)
+                .is_none()
+        );
     }
 }

@@ -1,1 +1,188 @@
-fn main() {}
+//! A webhook gateway: an axum app that mounts the ingest layer beside its own routes, publishes
+//! to the embedded memory broker (or Kafka / RabbitMQ when built with those features) and runs
+//! an in-process worker that logs every webhook it receives.
+//!
+//! ```text
+//! cargo run -p gateway
+//! curl -i -X POST localhost:8080/api/v1/webhook/github -H 'content-type: application/json' -d '{"zen":"hi"}'
+//! ```
+//!
+//! Configuration: see the workspace README (`FIREFLY_*` variables).
+#![allow(clippy::print_stderr)]
+
+mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use firefly_webhook::health::{Liveness, Readiness};
+use firefly_webhook::memory::MemoryBroker;
+use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor};
+use firefly_webhook::{
+    IngestLayer, IngestService, Publisher, Routing, Subscriber, WebhookEvent, Worker, async_trait,
+};
+use tokio::sync::watch;
+
+use crate::config::{Config, TransportKind};
+
+/// The in-process consumer: shows each webhook arriving.
+struct LogProcessor;
+
+#[async_trait]
+impl WebhookProcessor for LogProcessor {
+    async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
+        tracing::info!(
+            event_id = %event.id,
+            provider = %event.provider,
+            destination = %ctx.destination,
+            bytes = event.body.len(),
+            attempt = ctx.attempt,
+            "webhook received"
+        );
+        Ok(Outcome::Processed)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("gateway: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("gateway: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gateway: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A publisher plus, when the worker is on, a subscriber for it.
+struct Transport {
+    publisher: Arc<dyn Publisher>,
+    subscriber: Option<Box<dyn Subscriber>>,
+    name: &'static str,
+}
+
+// Brokers other than memory connect asynchronously.
+#[allow(clippy::unused_async)]
+async fn transport(config: &Config) -> Result<Transport, BoxError> {
+    match config.transport {
+        TransportKind::Memory => {
+            let broker = MemoryBroker::new(config.queue_capacity);
+            Ok(Transport {
+                publisher: Arc::new(broker.publisher()),
+                subscriber: config
+                    .worker
+                    .then(|| Box::new(broker.subscriber()) as Box<dyn Subscriber>),
+                name: "memory",
+            })
+        }
+        TransportKind::Kafka => Err("FIREFLY_TRANSPORT=kafka needs `--features kafka`".into()),
+        TransportKind::Amqp => Err("FIREFLY_TRANSPORT=amqp needs `--features amqp`".into()),
+    }
+}
+
+async fn run(config: Config) -> Result<(), BoxError> {
+    let transport = transport(&config).await?;
+    let mut ingest = IngestService::new(Arc::clone(&transport.publisher))
+        .max_body_bytes(config.max_body_bytes)
+        .trusted_proxies(config.trusted_proxies.clone())
+        .routing(Routing::provider().prefix(config.topic_prefix.clone()));
+    if let Some(providers) = &config.providers {
+        ingest = ingest.providers(providers);
+    }
+
+    let readiness = Readiness::new().publisher(transport.name, Arc::clone(&transport.publisher));
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { "firefly-webhook gateway: POST /api/v1/webhook/{provider}\n" }),
+        )
+        .route_service("/health/live", Liveness)
+        .route_service("/health/ready", readiness)
+        .layer(IngestLayer::from(ingest));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = transport.subscriber.map(|subscriber| {
+        let worker = Worker::builder(subscriber)
+            .concurrency(config.concurrency)
+            .build(LogProcessor);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(worker.run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        transport = transport.name,
+        worker = worker.is_some(),
+        "gateway ready: POST /api/v1/webhook/{{provider}}"
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+
+    // The server has finished its in-flight requests; now let the worker drain.
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(handle) = worker
+        && tokio::time::timeout(Duration::from_secs(35), handle)
+            .await
+            .is_err()
+    {
+        tracing::warn!("worker did not stop in time");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -37,8 +37,12 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Counts a failed attempt for `key` and remembers `error`; returns the count so far.
     /// The counter expires `ttl` after the last failure.
-    async fn record_failure(&self, key: &str, error: &str, ttl: Duration)
-    -> Result<u64, StoreError>;
+    async fn record_failure(
+        &self,
+        key: &str,
+        error: &str,
+        ttl: Duration,
+    ) -> Result<u64, StoreError>;
 
     /// Whether the store is reachable; backs the readiness probe.
     async fn health(&self) -> Result<(), StoreError> {
@@ -291,7 +295,9 @@ mod tests {
         };
         assert!(matches!(
             store.claim("k", LOCK).await.unwrap(),
-            Claim::InProgress { retry_after: Some(_) }
+            Claim::InProgress {
+                retry_after: Some(_)
+            }
         ));
         store.complete("k", &token, DONE).await.unwrap();
         assert_eq!(store.claim("k", LOCK).await.unwrap(), Claim::Completed);
@@ -311,7 +317,10 @@ mod tests {
             store.complete("k", &old, DONE).await,
             Err(StoreError::Fenced)
         ));
-        assert!(matches!(store.release("k", &old).await, Err(StoreError::Fenced)));
+        assert!(matches!(
+            store.release("k", &old).await,
+            Err(StoreError::Fenced)
+        ));
         store.complete("k", &new, DONE).await.unwrap();
     }
 
@@ -322,7 +331,10 @@ mod tests {
             panic!()
         };
         store.release("k", &t).await.unwrap();
-        assert!(matches!(store.claim("k", LOCK).await.unwrap(), Claim::Acquired(_)));
+        assert!(matches!(
+            store.claim("k", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
