@@ -1,1 +1,113 @@
-fn main() {}
+//! A downstream service: consumes the webhooks the gateway published and runs its own
+//! [`WebhookProcessor`](firefly_webhook::process::WebhookProcessor) behind idempotency, retry
+//! and dead-lettering. See README.md.
+#![allow(clippy::print_stderr)]
+
+mod processor;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use firefly_webhook::memory::MemoryBroker;
+use firefly_webhook::{Publisher, Subscriber, WebhookEvent, Worker, http};
+
+use crate::processor::OrderProcessor;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BoxError::from)
+        .and_then(|rt| rt.block_on(run()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("worker: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The destinations to consume (`FIREFLY_DESTINATIONS`, default `github,stripe`).
+fn destinations() -> Vec<String> {
+    std::env::var("FIREFLY_DESTINATIONS")
+        .unwrap_or_else(|_| "github,stripe".to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Picks the broker from `FIREFLY_TRANSPORT`.
+#[allow(clippy::unused_async)] // brokers other than memory connect asynchronously
+async fn subscriber(destinations: &[String]) -> Result<Box<dyn Subscriber>, BoxError> {
+    match std::env::var("FIREFLY_TRANSPORT").as_deref() {
+        Err(_) | Ok("" | "memory") => {
+            // No broker: publish a few sample webhooks into an embedded one.
+            let broker = MemoryBroker::new(1000);
+            demo_events(&broker).await?;
+            Ok(Box::new(broker.subscriber_for(destinations.iter().cloned())))
+        }
+        Ok(other) => Err(format!(
+            "FIREFLY_TRANSPORT={other:?} is not available in this build (memory, or kafka/amqp with --features)"
+        )
+        .into()),
+    }
+}
+
+async fn demo_events(broker: &MemoryBroker) -> Result<(), BoxError> {
+    let publisher = broker.publisher();
+    let mut push = http::HeaderMap::new();
+    push.insert("x-github-event", http::HeaderValue::from_static("push"));
+    push.insert(
+        "x-github-delivery",
+        http::HeaderValue::from_static("demo-1"),
+    );
+    let push = WebhookEvent::new("github", r#"{"repository":{"full_name":"octo/demo"}}"#)
+        .with_headers(push);
+    // The same delivery twice: the second is skipped as a duplicate.
+    publisher.publish("github", push.clone()).await?;
+    publisher.publish("github", push).await?;
+    publisher
+        .publish(
+            "stripe",
+            WebhookEvent::new(
+                "stripe",
+                r#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1"}}}"#,
+            ),
+        )
+        .await?;
+    publisher
+        .publish("stripe", WebhookEvent::new("stripe", "not json"))
+        .await?;
+    broker.close(); // the demo ends once these are processed
+    Ok(())
+}
+
+async fn run() -> Result<(), BoxError> {
+    let destinations = destinations();
+    let subscriber = subscriber(&destinations).await?;
+    let processor = Arc::new(OrderProcessor::default());
+    let worker = Worker::builder(subscriber)
+        .concurrency(32)
+        .build(Arc::clone(&processor));
+    tracing::info!(?destinations, "worker started; Ctrl-C to stop");
+    worker
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    tracing::info!(
+        pushes = processor.pushes.load(Ordering::Relaxed),
+        payments = processor.payments.load(Ordering::Relaxed),
+        "worker stopped"
+    );
+    Ok(())
+}

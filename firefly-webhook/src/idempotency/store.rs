@@ -98,9 +98,10 @@ pub enum Claim {
 pub struct FencingToken(String);
 
 impl FencingToken {
-    /// A new random token (128 bits).
+    /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
+    /// non-cryptographic generator is enough.
     pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(format!("{:032x}", fastrand::u128(..)))
     }
 
     /// Wraps a token read back from a store.

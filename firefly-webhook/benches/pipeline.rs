@@ -1,0 +1,77 @@
+//! Throughput of the whole memory pipeline on one core: memory broker → worker → idempotency
+//! (memory store) → retry → a no-op processor → ack.
+//!
+//! `cargo bench -p firefly-webhook --bench pipeline`
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use firefly_webhook::http::HeaderMap;
+use firefly_webhook::memory::MemoryBroker;
+use firefly_webhook::process::{Outcome, processor_fn};
+use firefly_webhook::worker::Worker;
+use firefly_webhook::{Publisher, WebhookEvent};
+
+const EVENTS: u64 = 20_000;
+
+fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
+    (0..n)
+        .map(|i| {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", "application/json".parse().unwrap());
+            h.insert("user-agent", "GitHub-Hookshot/abc".parse().unwrap());
+            h.insert("x-github-event", "push".parse().unwrap());
+            h.insert("x-github-delivery", format!("d-{i}").parse().unwrap());
+            WebhookEvent::new("github", body).with_headers(h)
+        })
+        .collect()
+}
+
+async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool) -> Duration {
+    let broker = MemoryBroker::new(batch.len() + 1);
+    let publisher = broker.publisher();
+    for e in batch {
+        publisher.publish("github", e).await.unwrap();
+    }
+    let mut builder = Worker::builder(broker.subscriber()).concurrency(64);
+    if !idempotency {
+        builder = builder.without_idempotency();
+    }
+    let worker = builder.build(processor_fn(|_e, _ctx| async { Ok(Outcome::Processed) }));
+    // A closed broker still hands out what it holds, then ends the subscription: the worker
+    // returns once every event is settled.
+    broker.close();
+    let started = Instant::now();
+    worker.run().await;
+    let elapsed = started.elapsed();
+    assert!(broker.is_empty() && broker.in_flight() == 0);
+    elapsed
+}
+
+fn pipeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: &'static [u8] = Box::leak(vec![b'x'; 1500].into_boxed_slice());
+    let mut group = c.benchmark_group("memory_pipeline");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    for (name, idempotency) in [("idempotency+retry", true), ("retry only", false)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = events(EVENTS, body);
+                    total += rt.block_on(run_once(batch, idempotency));
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
