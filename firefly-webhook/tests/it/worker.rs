@@ -619,3 +619,59 @@ async fn hooks_run_around_each_attempt() {
         ]
     );
 }
+
+#[test]
+fn counters_are_labelled_by_provider() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let broker = MemoryBroker::new(10);
+            let p = broker.publisher();
+            p.publish("acme", github_event("d1", "ok")).await.unwrap();
+            p.publish("acme", github_event("d1", "ok")).await.unwrap();
+            p.publish("acme", github_event("d2", "bad")).await.unwrap();
+            broker.close();
+            Worker::builder(broker.subscriber())
+                .concurrency(1)
+                .retry(fast_retry())
+                .build(processor_fn(|e, _ctx| async move {
+                    if &e.body[..] == b"bad" {
+                        Err(ProcessError::permanent("bad"))
+                    } else {
+                        Ok(Outcome::Processed)
+                    }
+                }))
+                .run()
+                .await;
+        });
+    });
+    let counters: HashMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            assert!(
+                key.labels()
+                    .any(|l| l.key() == "provider" && l.value() == "github"),
+                "{key:?}"
+            );
+            match value {
+                DebugValue::Counter(n) => Some((key.name().to_owned(), n)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(counters["firefly_webhook_received_total"], 3);
+    assert_eq!(counters["firefly_webhook_processed_total"], 1);
+    assert_eq!(counters["firefly_webhook_duplicates_total"], 1);
+    assert_eq!(counters["firefly_webhook_dead_lettered_total"], 1);
+    assert_eq!(counters["firefly_webhook_failed_total"], 1);
+}
