@@ -23,8 +23,10 @@ pub use crate::ingest::{IngestLayer, IngestService, Receipt, Rejection};
 pub use crate::process::{Context, Outcome, ProcessError, WebhookProcessor, processor_fn};
 pub use crate::publish::{PublishError, Publisher, Routing};
 pub use crate::subscribe::{Acker, Delivery, Position, SubscribeError, Subscriber};
+pub use crate::verify::{
+    SecretSet, SignatureVerifier, Verified, Verifiers, VerifyError, VerifyLayer,
+};
 pub use crate::worker::{Job, RetryPolicy, Worker};
-pub use crate::verify::{SignatureVerifier, Verified, Verifiers, VerifyError};
 
 /// A type-erased error, as used by tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

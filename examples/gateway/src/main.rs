@@ -22,7 +22,8 @@ use firefly_webhook::health::{Liveness, Readiness};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor};
 use firefly_webhook::{
-    IngestLayer, IngestService, Publisher, Routing, Subscriber, WebhookEvent, Worker, async_trait,
+    IngestLayer, IngestService, Publisher, Routing, Subscriber, Verifiers, WebhookEvent, Worker,
+    async_trait,
 };
 use tokio::sync::watch;
 
@@ -107,11 +108,14 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
+    // FIREFLY_VERIFY_<PROVIDER>, FIREFLY_SECRET_<PROVIDER>, ...: checked before connecting.
+    let verifiers = Verifiers::from_env()?;
     let transport = transport(&config).await?;
     let mut ingest = IngestService::new(Arc::clone(&transport.publisher))
         .max_body_bytes(config.max_body_bytes)
         .trusted_proxies(config.trusted_proxies.clone())
-        .routing(Routing::provider().prefix(config.topic_prefix.clone()));
+        .routing(Routing::provider().prefix(config.topic_prefix.clone()))
+        .verifiers(verifiers);
     if let Some(providers) = &config.providers {
         ingest = ingest.providers(providers);
     }

@@ -1,8 +1,8 @@
 //! The worker runtime: pull deliveries from a [`Subscriber`], run them through a tower stack
 //! ending in your [`WebhookProcessor`], then ack, retry later or dead-letter.
 //!
-//! The default stack is `IdempotencyLayer → Retry(RetryPolicy) → ProcessorService`, plus
-//! `VerifyLayer` when verifiers are configured. Settlement follows one rule: a delivery is
+//! The default stack is `VerifyLayer` (when verifiers are configured) → `IdempotencyLayer` →
+//! `Retry(RetryPolicy)` → `ProcessorService`. Settlement follows one rule: a delivery is
 //! acked only after processing finished — processed, skipped as a duplicate, or written to the
 //! dead-letter destination. Anything else leaves it for redelivery.
 //!
@@ -54,6 +54,7 @@ use crate::idempotency::{
 };
 use crate::process::{Context, Outcome, ProcessError, WebhookProcessor};
 use crate::subscribe::{Acker, Delivery, Subscriber};
+use crate::verify::VerifyLayer;
 use crate::wire::DeadLetter;
 
 /// The request flowing through the worker's tower stack.
@@ -202,13 +203,14 @@ impl<Sub: Subscriber> WorkerBuilder<Sub> {
     /// Builds the default stack around `processor`.
     pub fn build<P: WebhookProcessor>(self, processor: P) -> Worker<Sub> {
         let processor = ProcessorService::new(processor).timeout(self.processing_timeout);
+        // Verification first: a forged event must not claim an idempotency key.
         let stack = ServiceBuilder::new()
+            .option_layer(self.verifiers.clone().map(VerifyLayer::new))
             .option_layer(
                 self.store
                     .clone()
                     .map(|s| IdempotencyLayer::from_arc(s).config(self.idempotency)),
             )
-            // VERIFY-LAYER: .option_layer(self.verifiers.clone().map(crate::verify::VerifyLayer::new))
             .layer(tower::retry::RetryLayer::new(self.retry))
             .service(processor)
             .map_err(|e: ProcessError| e);

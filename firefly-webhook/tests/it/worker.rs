@@ -675,3 +675,55 @@ fn counters_are_labelled_by_provider() {
     assert_eq!(counters["firefly_webhook_dead_lettered_total"], 1);
     assert_eq!(counters["firefly_webhook_failed_total"], 1);
 }
+
+#[tokio::test]
+async fn verification_in_the_worker_dead_letters_forgeries_before_claiming() {
+    use firefly_webhook::verify::{GitHub, Verifiers};
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    fn signed(secret: &str, body: &str, delivery: &str) -> WebhookEvent {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-hub-signature-256",
+            format!("sha256={hex}").parse().unwrap(),
+        );
+        h.insert("x-github-delivery", delivery.parse().unwrap());
+        WebhookEvent::new("github", body.to_owned()).with_headers(h)
+    }
+
+    let broker = MemoryBroker::new(10);
+    let p = broker.publisher();
+    // A forgery that reuses a real delivery id must not block the genuine delivery.
+    p.publish("github", signed("wrong", "{}", "same-id"))
+        .await
+        .unwrap();
+    p.publish("github", signed("s3cret", "{}", "same-id"))
+        .await
+        .unwrap();
+    broker.close();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    Worker::builder(broker.subscriber())
+        .concurrency(1)
+        .verifiers(Verifiers::new().provider("github", GitHub::new("s3cret")))
+        .build(processor_fn(move |_e, _ctx| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(Outcome::Processed) }
+        }))
+        .run()
+        .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let dead = broker.dead_letters("github");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.category, FailureCategory::Validation);
+    assert_eq!(dead[0].1.attempts, 1);
+}
