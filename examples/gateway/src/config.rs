@@ -28,6 +28,17 @@ pub struct Config {
     pub worker: bool,
     pub queue_capacity: usize,
     pub concurrency: usize,
+    pub redis_url: Option<Redacted>,
+}
+
+/// A value that may hold credentials (a URL with a password): `Debug` hides it.
+#[derive(Clone)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A variable with an unusable value.
@@ -127,6 +138,7 @@ impl Config {
             worker,
             queue_capacity: parse_num("FIREFLY_QUEUE_CAPACITY", 100_000)?,
             concurrency: parse_num("FIREFLY_WORKER_CONCURRENCY", 64)?,
+            redis_url: var("FIREFLY_REDIS_URL").map(Redacted),
         })
     }
 }
@@ -171,6 +183,16 @@ mod tests {
         assert_eq!(c.topic_prefix, "webhooks.");
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(!c.worker);
+    }
+
+    #[test]
+    fn credentials_stay_out_of_debug() {
+        let c = config(&[("FIREFLY_REDIS_URL", "redis://:hunter2@127.0.0.1:6379")]).unwrap();
+        assert_eq!(
+            c.redis_url.as_ref().unwrap().0,
+            "redis://:hunter2@127.0.0.1:6379"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

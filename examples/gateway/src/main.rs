@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use firefly_webhook::health::{Liveness, Readiness};
+use firefly_webhook::idempotency::IdempotencyStore;
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor};
 use firefly_webhook::{
@@ -131,10 +132,13 @@ async fn run(config: Config) -> Result<(), BoxError> {
         .layer(IngestLayer::from(ingest));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let store = idempotency_store(&config).await?;
     let worker = transport.subscriber.map(|subscriber| {
-        let worker = Worker::builder(subscriber)
-            .concurrency(config.concurrency)
-            .build(LogProcessor);
+        let mut builder = Worker::builder(subscriber).concurrency(config.concurrency);
+        if let Some(store) = store {
+            builder = builder.idempotency_shared(store);
+        }
+        let worker = builder.build(LogProcessor);
         let mut stop = stop_rx.clone();
         tokio::spawn(worker.run_until(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -166,6 +170,30 @@ async fn run(config: Config) -> Result<(), BoxError> {
         tracing::warn!("worker did not stop in time");
     }
     Ok(())
+}
+
+/// Redis when `FIREFLY_REDIS_URL` is set (with `--features redis`), else the worker's own
+/// memory store.
+#[allow(clippy::unused_async)]
+async fn idempotency_store(config: &Config) -> Result<Option<Arc<dyn IdempotencyStore>>, BoxError> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let store = firefly_webhook_redis::RedisStore::from_url(url.0.as_str())?;
+        if let Err(err) = store.ping().await {
+            // Fail closed: deliveries wait (unacked) until Redis is back.
+            tracing::warn!(error = %err, "redis unreachable; processing waits until it is back");
+        }
+        tracing::info!("idempotency shared through redis");
+        Ok(Some(Arc::new(store)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = &url.0;
+        Err("FIREFLY_REDIS_URL needs the gateway built with `--features redis`".into())
+    }
 }
 
 async fn shutdown_signal() {
