@@ -91,7 +91,10 @@ impl Default for Readiness {
 impl fmt::Debug for Readiness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Readiness")
-            .field("checks", &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "checks",
+                &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -149,7 +152,11 @@ impl Readiness {
             .into_iter()
             .filter_map(|(n, r)| r.err().map(|e| (n, e)))
             .collect();
-        if failed.is_empty() { Ok(()) } else { Err(failed) }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
     }
 
     async fn results(&self) -> Vec<(String, Result<(), String>)> {
@@ -195,7 +202,13 @@ impl<B> tower::Service<Request<B>> for Readiness {
             } else {
                 (StatusCode::SERVICE_UNAVAILABLE, "down")
             };
-            Ok(json_response(status, &Status { status: text, checks }))
+            Ok(json_response(
+                status,
+                &Status {
+                    status: text,
+                    checks,
+                },
+            ))
         })
     }
 }

@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn untrusted_peer_forwarding_is_ignored() {
         let p = parts("198.51.100.7:5000", &[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(resolve(&p, &nets(&["10.0.0.0/8"])), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(
+            resolve(&p, &nets(&["10.0.0.0/8"])),
+            Some("198.51.100.7".parse().unwrap())
+        );
         assert_eq!(resolve(&p, &[]), Some("198.51.100.7".parse().unwrap()));
     }
 
@@ -109,16 +112,25 @@ mod tests {
     fn trusted_peer_uses_rightmost_untrusted_hop() {
         let p = parts(
             "10.0.0.2:5000",
-            &[("x-forwarded-for", "6.6.6.6, 203.0.113.5"), ("x-forwarded-for", "10.0.0.9")],
+            &[
+                ("x-forwarded-for", "6.6.6.6, 203.0.113.5"),
+                ("x-forwarded-for", "10.0.0.9"),
+            ],
         );
-        assert_eq!(resolve(&p, &nets(&["10.0.0.0/8"])), Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(
+            resolve(&p, &nets(&["10.0.0.0/8"])),
+            Some("203.0.113.5".parse().unwrap())
+        );
     }
 
     #[test]
     fn forwarded_header_and_ipv6() {
         let p = parts(
             "[::1]:5000",
-            &[("forwarded", r#"for="[2001:db8::1]:4711";proto=https, for=10.1.1.1"#)],
+            &[(
+                "forwarded",
+                r#"for="[2001:db8::1]:4711";proto=https, for=10.1.1.1"#,
+            )],
         );
         assert_eq!(
             resolve(&p, &nets(&["::1/128", "10.0.0.0/8"])),
@@ -129,6 +141,9 @@ mod tests {
     #[test]
     fn garbage_falls_back_to_peer() {
         let p = parts("10.0.0.2:1", &[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(resolve(&p, &nets(&["10.0.0.0/8"])), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            resolve(&p, &nets(&["10.0.0.0/8"])),
+            Some("10.0.0.2".parse().unwrap())
+        );
     }
 }

@@ -80,8 +80,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if self.ingest.matches(req.uri().path()) {
-            let mut ingest = self.ingest.clone();
-            let fut = <IngestService as Service<Request<B>>>::call(&mut ingest, req);
+            let fut = <IngestService as Service<Request<B>>>::call(&mut self.ingest, req);
             ResponseFuture {
                 kind: Kind::Ingest { fut },
             }
@@ -122,9 +121,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut } => fut
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(Either::Left))),
+            KindProj::Inner { fut } => fut.poll(cx).map(|r| r.map(|res| res.map(Either::Left))),
             KindProj::Ingest { fut } => fut.poll(cx).map(|r: Result<_, Infallible>| match r {
                 Ok(res) => Ok(res.map(Either::Right)),
                 Err(never) => match never {},

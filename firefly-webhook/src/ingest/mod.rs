@@ -21,6 +21,13 @@
 //! # let _ = app;
 //! ```
 //!
+//! `Router::layer` wraps every route and the fallback — axum's default 404 included — so
+//! requests under the prefix reach ingest although no route matches them, and everything else
+//! keeps the app's routing, method handling (405) and fallback. Requests under the prefix never
+//! reach the app, even if it has a route there; the bare prefix itself (`/api/v1/webhook`) does.
+//! Wrapping the whole `Router` from outside (`IngestLayer::layer(router)`, or
+//! `ServiceBuilder`) behaves the same.
+//!
 //! Or as one route of its own:
 //!
 //! ```
@@ -41,6 +48,7 @@
 
 mod client_ip;
 mod layer;
+mod receipt;
 pub(crate) mod rejection;
 
 use std::collections::HashSet;
@@ -54,15 +62,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ipnet::IpNet;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 pub use self::layer::{IngestLayer, Ingested};
+pub use self::receipt::Receipt;
+use self::receipt::ReceiptWriter;
 pub use self::rejection::{IngestBody, Rejection};
 use crate::BoxError;
 use crate::event::{EventId, WebhookEvent};
@@ -118,38 +127,6 @@ impl fmt::Debug for IngestConfig {
     }
 }
 
-/// The JSON body of a `202 Accepted` answer.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    /// The assigned event id.
-    pub event_id: EventId,
-    /// Always `accepted`.
-    pub status: &'static str,
-    /// Human-readable summary.
-    pub message: &'static str,
-    /// When the request was read (RFC 3339).
-    pub received_at: String,
-    /// When the broker confirmed the event (RFC 3339).
-    pub processed_at: String,
-    /// The provider name.
-    pub provider: String,
-    /// Where the event was published.
-    pub destination: String,
-    /// The client address, if known.
-    pub source_ip: Option<String>,
-    /// Body size in bytes.
-    pub payload_size: usize,
-    /// Number of header values received.
-    pub header_count: usize,
-    /// Time from the start of handling to the broker's confirmation.
-    pub response_time_ms: f64,
-    /// The body echoed back, when enabled with [`IngestService::echo_payload`]: as JSON when
-    /// it is JSON, else as text when it is UTF-8, else omitted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub received_payload: Option<Box<RawValue>>,
-}
-
 /// A `tower::Service` that ingests webhook requests and publishes them.
 ///
 /// Cloning is cheap (one `Arc`). See the [module docs](self) for mounting it.
@@ -202,10 +179,18 @@ impl IngestService {
         &self.inner.publisher
     }
 
-    /// The path prefix before `/{provider}` (default `/api/v1/webhook`).
+    /// The path prefix before `/{provider}` (default `/api/v1/webhook`). A missing leading `/`
+    /// is added and trailing ones are dropped, so `"hooks/"` means `/hooks/{provider}` and `"/"`
+    /// means `/{provider}`.
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config_mut().prefix = prefix.into().trim_end_matches('/').to_owned();
+        let prefix = prefix.into();
+        let trimmed = prefix.trim_matches('/');
+        self.config_mut().prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
         self
     }
 
@@ -275,10 +260,11 @@ impl IngestService {
         self
     }
 
-    /// Whether `path` is under this service's prefix (what [`IngestLayer`] routes here).
+    /// Whether `path` is under this service's prefix, i.e. `{prefix}/…` (what [`IngestLayer`]
+    /// routes here). The bare prefix itself is not: an app may serve it.
     pub fn matches(&self, path: &str) -> bool {
         path.strip_prefix(self.inner.config.prefix.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// Checks everything that can be checked before the body is read.
@@ -295,10 +281,10 @@ impl IngestService {
         }
         let segment = rest.strip_suffix('/').unwrap_or(rest);
         let provider = provider_name(segment).ok_or(Rejection::InvalidProvider)?;
-        if let Some(allowed) = &config.providers {
-            if !allowed.contains(&provider) {
-                return Err(Rejection::UnknownProvider(provider));
-            }
+        if let Some(allowed) = &config.providers
+            && !allowed.contains(&provider)
+        {
+            return Err(Rejection::UnknownProvider(provider));
         }
         let declared = req
             .headers()
@@ -329,16 +315,32 @@ impl IngestService {
         let body = read_body(body, config.max_body_bytes).await?;
 
         let source_ip = client_ip::resolve(&parts, &config.trusted_proxies);
+        // Built in one go: `WebhookEvent::new` would generate (and `with_id` discard) a second
+        // UUID, which costs a random-number syscall per request.
         let id = EventId::new();
-        let correlation_id = request_id(&parts.headers).unwrap_or_else(|| id.to_string());
-        let mut event = WebhookEvent::new(provider, body)
-            .with_id(id)
-            .with_path(parts.uri.path())
-            .with_query(parts.uri.query().map(str::to_owned))
-            .with_source_ip(source_ip)
-            .with_correlation_id(correlation_id)
-            .with_headers(parts.headers);
-        event.method = parts.method;
+        let correlation_id = request_id(&parts.headers).unwrap_or_else(|| {
+            // Skips the formatting machinery of `to_string`.
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            id.as_uuid().hyphenated().encode_lower(&mut text).to_owned()
+        });
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let event = WebhookEvent {
+            id,
+            provider,
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+            body,
+            received_at: OffsetDateTime::now_utc(),
+            source_ip,
+            correlation_id,
+            content_type,
+        };
 
         if let Some(verifiers) = &config.verifiers {
             verifiers
@@ -351,14 +353,7 @@ impl IngestService {
         }
 
         let destination = config.routing.destination(&event);
-        let receipt_base = ReceiptBase {
-            received_at: event.received_at,
-            provider: event.provider.clone(),
-            source_ip: event.source_ip.map(|ip| ip.to_string()),
-            payload_size: event.body.len(),
-            header_count: event.header_count(),
-            echo: config.echo_payload.then(|| event.body.clone()),
-        };
+        let receipt = ReceiptWriter::start(&event, &destination, config.echo_payload);
 
         let published = tokio::time::timeout(
             config.publish_timeout,
@@ -368,7 +363,13 @@ impl IngestService {
         .unwrap_or(Err(PublishError::TimedOut(config.publish_timeout)));
 
         if let Err(err) = published {
-            tracing::warn!(event_id = %id, destination, error = %err, "webhook not published");
+            // A full queue is ordinary backpressure: a warning per refused request would add
+            // log volume exactly when the gateway is busiest.
+            if matches!(err, PublishError::Overloaded) {
+                tracing::debug!(event_id = %id, destination, error = %err, "webhook not published");
+            } else {
+                tracing::warn!(event_id = %id, destination, error = %err, "webhook not published");
+            }
             return Err(if err.is_retryable() {
                 Rejection::Unavailable {
                     event_id: id,
@@ -379,41 +380,7 @@ impl IngestService {
             });
         }
         tracing::debug!(event_id = %id, destination, "webhook accepted");
-        Ok(receipt_base.into_response(id, destination, started))
-    }
-}
-
-struct ReceiptBase {
-    received_at: OffsetDateTime,
-    provider: String,
-    source_ip: Option<String>,
-    payload_size: usize,
-    header_count: usize,
-    echo: Option<Bytes>,
-}
-
-impl ReceiptBase {
-    fn into_response(
-        self,
-        event_id: EventId,
-        destination: String,
-        started: Instant,
-    ) -> Response<IngestBody> {
-        let receipt = Receipt {
-            event_id,
-            status: "accepted",
-            message: "Webhook accepted",
-            received_at: crate::wire::rfc3339(self.received_at),
-            processed_at: crate::wire::rfc3339(OffsetDateTime::now_utc()),
-            provider: self.provider,
-            destination,
-            source_ip: self.source_ip,
-            payload_size: self.payload_size,
-            header_count: self.header_count,
-            response_time_ms: started.elapsed().as_secs_f64() * 1000.0,
-            received_payload: self.echo.as_deref().and_then(echo),
-        };
-        rejection::json_response(StatusCode::ACCEPTED, &receipt)
+        Ok(receipt.finish(started))
     }
 }
 
@@ -437,7 +404,8 @@ pub(crate) fn provider_name(segment: &str) -> Option<String> {
 
 /// `X-Request-ID`, when it is short visible ASCII (it ends up in logs and message headers).
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("x-request-id")?.to_str().ok()?;
+    const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+    let v = headers.get(X_REQUEST_ID)?.to_str().ok()?;
     let ok = (1..=200).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| v.to_owned())
 }
@@ -542,7 +510,16 @@ mod tests {
         assert_eq!(provider_name("github").as_deref(), Some("github"));
         assert_eq!(provider_name("GitHub").as_deref(), Some("github"));
         assert_eq!(provider_name("my-app_2.v1").as_deref(), Some("my-app_2.v1"));
-        for bad in ["", ".", "..", "a/b", "a%2Fb", "sp ace", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a%2Fb",
+            "sp ace",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert_eq!(provider_name(bad), None, "{bad:?}");
         }
         assert!(provider_name(&"x".repeat(64)).is_some());
