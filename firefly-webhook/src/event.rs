@@ -174,6 +174,24 @@ impl WebhookEvent {
         self
     }
 
+    /// Copies the body and header values into buffers of their own.
+    ///
+    /// Bodies and header values parsed by hyper are slices of its connection read buffer, so an
+    /// event kept around (queued in memory) would keep that whole buffer alive. Transports that
+    /// hold events call this first.
+    pub fn detach(&mut self) {
+        self.body = Bytes::copy_from_slice(&self.body);
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            // A value that was valid stays valid when copied; `from_bytes` only re-checks it.
+            if let Ok(mut copy) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                copy.set_sensitive(value.is_sensitive());
+                headers.append(name.clone(), copy);
+            }
+        }
+        self.headers = headers;
+    }
+
     /// The first value of header `name` as text, if present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -215,6 +233,18 @@ mod tests {
         assert_eq!(a.as_uuid().get_version_num(), 7);
         assert!(a < b);
         assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
+    }
+
+    #[test]
+    fn detach_keeps_content() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", "1".parse().unwrap());
+        headers.append("x-a", "2".parse().unwrap());
+        let shared = Bytes::from_static(b"0123456789");
+        let mut event = WebhookEvent::new("p", shared.slice(2..5)).with_headers(headers.clone());
+        event.detach();
+        assert_eq!(&event.body[..], b"234");
+        assert_eq!(event.headers, headers);
     }
 
     #[test]

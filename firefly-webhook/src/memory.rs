@@ -41,7 +41,6 @@ struct Entry {
 #[derive(Default)]
 struct Queue {
     ready: VecDeque<Entry>,
-    next_sequence: u64,
     dead: Vec<(WebhookEvent, DeadLetter)>,
 }
 
@@ -51,6 +50,7 @@ struct Shared {
     notify: Notify,
     closed: AtomicBool,
     in_flight: AtomicU64,
+    next_sequence: AtomicU64,
 }
 
 impl Shared {
@@ -63,10 +63,9 @@ impl Shared {
     }
 
     fn requeue(&self, destination: &str, event: WebhookEvent, attempt: u32, front: bool) {
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let mut queues = self.lock();
         let queue = queues.entry(destination.to_owned()).or_default();
-        let sequence = queue.next_sequence;
-        queue.next_sequence += 1;
         let entry = Entry {
             event,
             attempt,
@@ -107,6 +106,7 @@ impl MemoryBroker {
                 notify: Notify::new(),
                 closed: AtomicBool::new(false),
                 in_flight: AtomicU64::new(0),
+                next_sequence: AtomicU64::new(0),
             }),
         }
     }
@@ -193,10 +193,17 @@ struct Closed;
 
 #[async_trait]
 impl Publisher for MemoryPublisher {
-    async fn publish(&self, destination: &str, event: WebhookEvent) -> Result<(), PublishError> {
+    async fn publish(
+        &self,
+        destination: &str,
+        mut event: WebhookEvent,
+    ) -> Result<(), PublishError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(PublishError::unavailable(Closed));
         }
+        // Queued events must not pin the server's read buffers they were sliced from.
+        event.detach();
+        let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
         let mut queues = self.shared.lock();
         let queue = match queues.get_mut(destination) {
             Some(q) => q,
@@ -205,8 +212,6 @@ impl Publisher for MemoryPublisher {
         if queue.ready.len() >= self.shared.capacity {
             return Err(PublishError::Overloaded);
         }
-        let sequence = queue.next_sequence;
-        queue.next_sequence += 1;
         queue.ready.push_back(Entry {
             event,
             attempt: 1,
@@ -249,6 +254,7 @@ impl MemorySubscriber {
                 let name = &names[(self.cursor + i) % names.len()];
                 if let Some(entry) = queues.get_mut(name).and_then(|q| q.ready.pop_front()) {
                     self.cursor = (self.cursor + i + 1) % names.len();
+                    forget_if_empty(&mut queues, name);
                     return Some((name.clone(), entry));
                 }
             }
@@ -264,7 +270,20 @@ impl MemorySubscriber {
             .min_by_key(|(i, _)| (i + n - start) % n)?;
         self.cursor = index + 1;
         let entry = queue.ready.pop_front()?;
-        Some((name.clone(), entry))
+        let name = name.clone();
+        forget_if_empty(&mut queues, &name);
+        Some((name, entry))
+    }
+}
+
+/// Drops a destination's queue once it holds nothing, so provider names that come and go
+/// (without an allowlist, any client can invent one) do not accumulate.
+fn forget_if_empty(queues: &mut HashMap<String, Queue>, name: &str) {
+    if queues
+        .get(name)
+        .is_some_and(|q| q.ready.is_empty() && q.dead.is_empty())
+    {
+        queues.remove(name);
     }
 }
 

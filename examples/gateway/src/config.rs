@@ -136,7 +136,7 @@ impl Config {
             topic_prefix: var("FIREFLY_TOPIC_PREFIX").unwrap_or_default(),
             trusted_proxies,
             worker,
-            queue_capacity: parse_num("FIREFLY_QUEUE_CAPACITY", 100_000)?,
+            queue_capacity: parse_num("FIREFLY_QUEUE_CAPACITY", 10_000)?,
             concurrency: parse_num("FIREFLY_WORKER_CONCURRENCY", 64)?,
             redis_url: var("FIREFLY_REDIS_URL").map(Redacted),
         })

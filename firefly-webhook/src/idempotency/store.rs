@@ -157,11 +157,20 @@ struct Failures {
 
 /// An [`IdempotencyStore`] in this process's memory: for tests and single-process workers.
 ///
-/// Expired entries are swept as the map grows, so memory stays bounded by the live keys.
-#[derive(Default)]
+/// It holds at most [`capacity`](Self::with_capacity) keys (default 50,000, roughly 8 MB):
+/// expired entries go first, then the oldest "processed" markers, so under sustained load the
+/// window in which duplicates are recognised is the last `capacity` events rather than the
+/// processed TTL. Use the Redis store when several processes share work or the window matters.
 pub struct MemoryStore {
     slots: Mutex<HashMap<String, Slot>>,
     failures: Mutex<HashMap<String, Failures>>,
+    capacity: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_capacity(50_000)
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -176,9 +185,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with the default capacity.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps at most `capacity` keys (at least 16).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            capacity: capacity.max(16),
+        }
+    }
+
+    /// Keys currently held (locks and processed markers, expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The failure count and last error recorded for `key`, if any and not expired.
@@ -190,9 +218,35 @@ impl MemoryStore {
             .map(|f| (f.count, f.last_error.clone()))
     }
 
-    fn sweep(slots: &mut HashMap<String, Slot>, now: Instant) {
+    /// Makes room: drops expired entries, then the oldest tenth of the processed markers.
+    /// Runs once per `capacity / 10` inserts at most, so it costs O(1) per insert amortised.
+    fn evict(slots: &mut HashMap<String, Slot>, now: Instant, capacity: usize) {
         slots.retain(|_, s| match s {
             Slot::Processing { until, .. } | Slot::Processed { until } => *until > now,
+        });
+        if slots.len() < capacity {
+            return;
+        }
+        let mut processed: Vec<Instant> = slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Processed { until } => Some(*until),
+                Slot::Processing { .. } => None,
+            })
+            .collect();
+        let n = (capacity / 10).max(1).min(processed.len());
+        if n == 0 {
+            return;
+        }
+        let (_, cutoff, _) = processed.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        let mut left = n;
+        slots.retain(|_, s| match s {
+            Slot::Processed { until } if *until <= cutoff && left > 0 => {
+                left -= 1;
+                false
+            }
+            _ => true,
         });
     }
 }
@@ -211,8 +265,8 @@ impl IdempotencyStore for MemoryStore {
             }
             _ => {}
         }
-        if slots.len() >= 1024 && slots.len().is_power_of_two() {
-            Self::sweep(&mut slots, now);
+        if slots.len() >= self.capacity && !slots.contains_key(key) {
+            Self::evict(&mut slots, now, self.capacity);
         }
         let token = FencingToken::random();
         slots.insert(
@@ -336,6 +390,41 @@ mod tests {
             store.claim("k", LOCK).await.unwrap(),
             Claim::Acquired(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn capacity_evicts_the_oldest_processed_markers() {
+        let store = MemoryStore::with_capacity(100);
+        for i in 0..1000 {
+            let key = format!("k{i}");
+            let Claim::Acquired(t) = store.claim(&key, LOCK).await.unwrap() else {
+                panic!()
+            };
+            store.complete(&key, &t, DONE).await.unwrap();
+            assert!(store.len() <= 100);
+        }
+        // The newest keys are still recognised, the oldest were forgotten.
+        assert_eq!(store.claim("k999", LOCK).await.unwrap(), Claim::Completed);
+        assert!(matches!(
+            store.claim("k0", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn eviction_never_drops_a_held_lock() {
+        let store = MemoryStore::with_capacity(16);
+        let Claim::Acquired(held) = store.claim("held", LOCK).await.unwrap() else {
+            panic!()
+        };
+        for i in 0..100 {
+            let key = format!("k{i}");
+            let Claim::Acquired(t) = store.claim(&key, LOCK).await.unwrap() else {
+                panic!()
+            };
+            store.complete(&key, &t, DONE).await.unwrap();
+        }
+        store.complete("held", &held, DONE).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

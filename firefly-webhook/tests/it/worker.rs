@@ -685,12 +685,15 @@ async fn verification_in_the_worker_dead_letters_forgeries_before_claiming() {
     fn signed(secret: &str, body: &str, delivery: &str) -> WebhookEvent {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
-        let hex: String = mac
+        let hex = mac
             .finalize()
             .into_bytes()
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+            .fold(String::new(), |mut s, b| {
+                use std::fmt::Write;
+                let _ = write!(s, "{b:02x}");
+                s
+            });
         let mut h = http::HeaderMap::new();
         h.insert(
             "x-hub-signature-256",
