@@ -29,6 +29,14 @@ pub struct Config {
     pub queue_capacity: usize,
     pub concurrency: usize,
     pub redis_url: Option<Redacted>,
+    /// What the in-process worker consumes on a broker: `FIREFLY_DESTINATIONS`, else the
+    /// allowlisted providers with the topic prefix.
+    pub destinations: Option<Vec<String>>,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub kafka_brokers: String,
+    /// Consumer group (Kafka) of the in-process worker.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub group: String,
 }
 
 /// A value that may hold credentials (a URL with a password): `Debug` hides it.
@@ -98,10 +106,17 @@ impl Config {
             Some("amqp" | "rabbitmq") => TransportKind::Amqp,
             Some(other) => return Err(bad("FIREFLY_TRANSPORT", other, "memory, kafka or amqp")),
         };
-        let providers = var("FIREFLY_PROVIDERS").map(|v| {
-            v.split(',')
-                .map(|p| p.trim().to_ascii_lowercase())
-                .filter(|p| !p.is_empty())
+        let list = |name: &'static str| {
+            var(name).map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let providers = list("FIREFLY_PROVIDERS").map(|ps| {
+            ps.iter()
+                .map(|p| p.to_ascii_lowercase())
                 .collect::<Vec<_>>()
         });
         let trusted_proxies = match var("FIREFLY_TRUSTED_PROXIES") {
@@ -132,13 +147,22 @@ impl Config {
             listen,
             transport,
             max_body_bytes: parse_num("FIREFLY_MAX_BODY_BYTES", 1024 * 1024)?,
-            providers,
             topic_prefix: var("FIREFLY_TOPIC_PREFIX").unwrap_or_default(),
             trusted_proxies,
             worker,
             queue_capacity: parse_num("FIREFLY_QUEUE_CAPACITY", 10_000)?,
             concurrency: parse_num("FIREFLY_WORKER_CONCURRENCY", 64)?,
             redis_url: var("FIREFLY_REDIS_URL").map(Redacted),
+            destinations: list("FIREFLY_DESTINATIONS").or_else(|| {
+                let prefix = var("FIREFLY_TOPIC_PREFIX").unwrap_or_default();
+                providers
+                    .as_ref()
+                    .map(|ps| ps.iter().map(|p| format!("{prefix}{p}")).collect())
+            }),
+            providers,
+            kafka_brokers: var("FIREFLY_KAFKA_BROKERS")
+                .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            group: var("FIREFLY_GROUP").unwrap_or_else(|| "firefly-gateway".to_owned()),
         })
     }
 }
@@ -183,6 +207,10 @@ mod tests {
         assert_eq!(c.topic_prefix, "webhooks.");
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(!c.worker);
+        assert_eq!(
+            c.destinations.unwrap(),
+            ["webhooks.github", "webhooks.stripe"]
+        );
     }
 
     #[test]

@@ -103,6 +103,33 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
                 name: "memory",
             })
         }
+        #[cfg(feature = "kafka")]
+        TransportKind::Kafka => {
+            use firefly_webhook_kafka::{
+                KafkaConfig, KafkaPublisher, KafkaSubscriber, SubscriberConfig,
+            };
+            let kafka = KafkaConfig::from_brokers(config.kafka_brokers.clone());
+            let publisher = KafkaPublisher::new(kafka.clone())?;
+            let subscriber = match worker_destinations(config) {
+                Some(topics) => {
+                    // Create the topics first, so the consumer finds them when it subscribes.
+                    for topic in &topics {
+                        if let Err(err) = publisher.ensure_topic(topic).await {
+                            tracing::warn!(topic, error = %err, "could not create the topic yet");
+                        }
+                    }
+                    let sub = SubscriberConfig::new(config.group.clone(), topics);
+                    Some(Box::new(KafkaSubscriber::new(&kafka, sub)?) as Box<dyn Subscriber>)
+                }
+                None => None,
+            };
+            Ok(Transport {
+                publisher: Arc::new(publisher),
+                subscriber,
+                name: "kafka",
+            })
+        }
+        #[cfg(not(feature = "kafka"))]
         TransportKind::Kafka => Err("FIREFLY_TRANSPORT=kafka needs `--features kafka`".into()),
         TransportKind::Amqp => Err("FIREFLY_TRANSPORT=amqp needs `--features amqp`".into()),
     }
@@ -170,6 +197,20 @@ async fn run(config: Config) -> Result<(), BoxError> {
         tracing::warn!("worker did not stop in time");
     }
     Ok(())
+}
+
+/// The topics / queues the in-process worker consumes on a broker, when it runs.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+fn worker_destinations(config: &Config) -> Option<Vec<String>> {
+    if !config.worker {
+        return None;
+    }
+    if config.destinations.is_none() {
+        tracing::info!(
+            "in-process worker off: on a broker it needs FIREFLY_PROVIDERS or FIREFLY_DESTINATIONS to know what to consume"
+        );
+    }
+    config.destinations.clone()
 }
 
 /// Redis when `FIREFLY_REDIS_URL` is set (with `--features redis`), else the worker's own

@@ -8,6 +8,7 @@ mod processor;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use firefly_webhook::idempotency::IdempotencyStore;
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::{Publisher, Subscriber, WebhookEvent, Worker, http};
 
@@ -55,10 +56,44 @@ async fn subscriber(destinations: &[String]) -> Result<Box<dyn Subscriber>, BoxE
             demo_events(&broker).await?;
             Ok(Box::new(broker.subscriber_for(destinations.iter().cloned())))
         }
+        #[cfg(feature = "kafka")]
+        Ok("kafka") => {
+            use firefly_webhook_kafka::{KafkaConfig, KafkaSubscriber, SubscriberConfig};
+            let brokers = env_or("FIREFLY_KAFKA_BROKERS", "127.0.0.1:9092");
+            let kafka = KafkaConfig::from_brokers(brokers);
+            let config = SubscriberConfig::new(env_or("FIREFLY_GROUP", "orders"), destinations);
+            Ok(Box::new(KafkaSubscriber::new(&kafka, config)?))
+        }
         Ok(other) => Err(format!(
             "FIREFLY_TRANSPORT={other:?} is not available in this build (memory, or kafka/amqp with --features)"
         )
         .into()),
+    }
+}
+
+#[cfg_attr(not(any(feature = "kafka", feature = "redis")), allow(dead_code))]
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Redis when `FIREFLY_REDIS_URL` is set (with `--features redis`).
+fn store() -> Result<Option<Arc<dyn IdempotencyStore>>, BoxError> {
+    let Ok(url) = std::env::var("FIREFLY_REDIS_URL") else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        Ok(Some(Arc::new(firefly_webhook_redis::RedisStore::from_url(
+            url,
+        )?)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err("FIREFLY_REDIS_URL needs `--features redis`".into())
     }
 }
 
@@ -95,9 +130,11 @@ async fn run() -> Result<(), BoxError> {
     let destinations = destinations();
     let subscriber = subscriber(&destinations).await?;
     let processor = Arc::new(OrderProcessor::default());
-    let worker = Worker::builder(subscriber)
-        .concurrency(32)
-        .build(Arc::clone(&processor));
+    let mut builder = Worker::builder(subscriber).concurrency(32);
+    if let Some(store) = store()? {
+        builder = builder.idempotency_shared(store);
+    }
+    let worker = builder.build(Arc::clone(&processor));
     tracing::info!(?destinations, "worker started; Ctrl-C to stop");
     worker
         .run_until(async {

@@ -122,8 +122,13 @@ async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
     if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
         config = config.set("debug", debug);
     }
-    let publisher = KafkaPublisher::new(config).unwrap();
+    let publisher = std::sync::Arc::new(KafkaPublisher::new(config).unwrap());
     let topic = unique("down");
+    let t = topic.clone();
+    let ingest = firefly_webhook::IngestService::new(std::sync::Arc::clone(&publisher))
+        .publish_timeout(Duration::from_secs(5))
+        .routing(firefly_webhook::Routing::custom(move |_| t.clone()));
+    let webhook = || crate::ingest::post(firefly_webhook::Bytes::from_static(b"{}"));
     let outer = Duration::from_secs(30);
 
     tokio::time::timeout(outer, publisher.publish(&topic, event("github")))
@@ -138,6 +143,15 @@ async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
         .unwrap_err();
     assert!(err.is_retryable(), "a 503 kind of error: {err:?}");
     assert!(publisher.health().await.is_err());
+    // What the provider sees meanwhile: 503 with Retry-After, never 202.
+    let (status, headers, _) = tokio::time::timeout(outer, crate::ingest::call(&ingest, webhook()))
+        .await
+        .expect("the gateway answers within its publish timeout");
+    assert_eq!(
+        status,
+        firefly_webhook::http::StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(headers.contains_key("retry-after"));
 
     broker.start();
     let recovered = tokio::time::timeout(Duration::from_secs(90), async {
@@ -157,4 +171,11 @@ async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
         "publishing recovers with the same publisher"
     );
     publisher.health().await.unwrap();
+    // The same gateway accepts webhooks again without a restart.
+    let (status, _, receipt) = crate::ingest::call(&ingest, webhook()).await;
+    assert_eq!(
+        status,
+        firefly_webhook::http::StatusCode::ACCEPTED,
+        "{receipt}"
+    );
 }

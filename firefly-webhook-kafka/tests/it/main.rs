@@ -6,5 +6,6 @@
 mod common;
 mod consume;
 mod faults;
+mod ingest;
 mod mock;
 mod publish;
