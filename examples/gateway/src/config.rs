@@ -34,6 +34,8 @@ pub struct Config {
     pub destinations: Option<Vec<String>>,
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_brokers: String,
+    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+    pub amqp_url: Redacted,
     /// Consumer group (Kafka) of the in-process worker.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub group: String,
@@ -162,6 +164,10 @@ impl Config {
             providers,
             kafka_brokers: var("FIREFLY_KAFKA_BROKERS")
                 .unwrap_or_else(|| "127.0.0.1:9092".to_owned()),
+            amqp_url: Redacted(
+                var("FIREFLY_AMQP_URL")
+                    .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            ),
             group: var("FIREFLY_GROUP").unwrap_or_else(|| "firefly-gateway".to_owned()),
         })
     }

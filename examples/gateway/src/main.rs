@@ -90,7 +90,10 @@ struct Transport {
 }
 
 // Brokers other than memory connect asynchronously.
-#[allow(clippy::unused_async)]
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "amqp")),
+    allow(clippy::unused_async)
+)]
 async fn transport(config: &Config) -> Result<Transport, BoxError> {
     match config.transport {
         TransportKind::Memory => {
@@ -131,6 +134,24 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
         }
         #[cfg(not(feature = "kafka"))]
         TransportKind::Kafka => Err("FIREFLY_TRANSPORT=kafka needs `--features kafka`".into()),
+        #[cfg(feature = "amqp")]
+        TransportKind::Amqp => {
+            use firefly_webhook_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber};
+            let amqp = AmqpConfig::from_url(config.amqp_url.0.clone());
+            let publisher = AmqpPublisher::connect(amqp.clone()).await?;
+            let subscriber =
+                match worker_destinations(config) {
+                    Some(queues) => Some(Box::new(AmqpSubscriber::connect(amqp, queues).await?)
+                        as Box<dyn Subscriber>),
+                    None => None,
+                };
+            Ok(Transport {
+                publisher: Arc::new(publisher),
+                subscriber,
+                name: "amqp",
+            })
+        }
+        #[cfg(not(feature = "amqp"))]
         TransportKind::Amqp => Err("FIREFLY_TRANSPORT=amqp needs `--features amqp`".into()),
     }
 }
@@ -200,7 +221,7 @@ async fn run(config: Config) -> Result<(), BoxError> {
 }
 
 /// The topics / queues the in-process worker consumes on a broker, when it runs.
-#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 fn worker_destinations(config: &Config) -> Option<Vec<String>> {
     if !config.worker {
         return None;

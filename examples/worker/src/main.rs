@@ -47,7 +47,8 @@ fn destinations() -> Vec<String> {
 }
 
 /// Picks the broker from `FIREFLY_TRANSPORT`.
-#[allow(clippy::unused_async)] // brokers other than memory connect asynchronously
+// Brokers other than memory connect asynchronously.
+#[cfg_attr(not(feature = "amqp"), allow(clippy::unused_async))]
 async fn subscriber(destinations: &[String]) -> Result<Box<dyn Subscriber>, BoxError> {
     match std::env::var("FIREFLY_TRANSPORT").as_deref() {
         Err(_) | Ok("" | "memory") => {
@@ -64,6 +65,13 @@ async fn subscriber(destinations: &[String]) -> Result<Box<dyn Subscriber>, BoxE
             let config = SubscriberConfig::new(env_or("FIREFLY_GROUP", "orders"), destinations);
             Ok(Box::new(KafkaSubscriber::new(&kafka, config)?))
         }
+        #[cfg(feature = "amqp")]
+        Ok("amqp" | "rabbitmq") => {
+            use firefly_webhook_amqp::{AmqpConfig, AmqpSubscriber};
+            let url = env_or("FIREFLY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+            let subscriber = AmqpSubscriber::connect(AmqpConfig::from_url(url), destinations.iter().cloned()).await?;
+            Ok(Box::new(subscriber))
+        }
         Ok(other) => Err(format!(
             "FIREFLY_TRANSPORT={other:?} is not available in this build (memory, or kafka/amqp with --features)"
         )
@@ -71,7 +79,10 @@ async fn subscriber(destinations: &[String]) -> Result<Box<dyn Subscriber>, BoxE
     }
 }
 
-#[cfg_attr(not(any(feature = "kafka", feature = "redis")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "amqp", feature = "redis")),
+    allow(dead_code)
+)]
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()
