@@ -7,6 +7,7 @@ mod linear;
 mod paddle;
 mod standard;
 mod stripe;
+mod timestamped;
 mod token;
 mod twilio;
 mod url_signed;

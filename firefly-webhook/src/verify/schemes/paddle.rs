@@ -2,11 +2,7 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
-use super::{
-    Algorithm, Encoding, Tag, check_window, decode_signature, parse_unix_seconds, verify_mac,
-};
+use super::timestamped::TimestampedHeader;
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Paddle Billing: `Paddle-Signature: ts=<ts>;h1=<hex HMAC-SHA256("{ts}:{body}")>`, one or more
@@ -38,61 +34,26 @@ impl Paddle {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct PaddleHeader<'a> {
-    pub(crate) timestamp: &'a str,
-    pub(crate) signed_at: OffsetDateTime,
-    pub(crate) signatures: Vec<Tag>,
-}
-
-const MAX_SIGNATURES: usize = 16;
-
-pub(crate) fn parse(header: &str) -> Result<PaddleHeader<'_>, VerifyError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header.split(';') {
-        let (key, value) = item
-            .trim()
-            .split_once('=')
-            .ok_or(VerifyError::MalformedSignature)?;
-        match key {
-            "ts" if timestamp.is_none() => timestamp = Some(value),
-            "ts" => return Err(VerifyError::MalformedSignature),
-            "h1" if signatures.len() < MAX_SIGNATURES => {
-                signatures.push(decode_signature(value, Encoding::Hex, Algorithm::Sha256)?);
-            }
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(VerifyError::MalformedSignature)?;
-    if signatures.is_empty() {
-        return Err(VerifyError::MalformedSignature);
-    }
-    Ok(PaddleHeader {
-        timestamp,
-        signed_at: parse_unix_seconds(timestamp)?,
-        signatures,
-    })
-}
+/// `ts=<ts>;h1=<hex>…`, signed over `{ts}:{body}`.
+const HEADER: TimestampedHeader = TimestampedHeader {
+    name: "paddle-signature",
+    separator: ';',
+    timestamp_key: "ts",
+    signature_key: "h1",
+    max_signatures: 16,
+    joiner: b":",
+};
 
 impl SignatureVerifier for Paddle {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-        let header = parse(request.require_header("paddle-signature")?)?;
-        check_window(header.signed_at, request.now(), self.tolerance)?;
-        let parts: [&[u8]; 3] = [header.timestamp.as_bytes(), b":", request.body()];
-        verify_mac(
-            &self.secrets,
-            request.now(),
-            Algorithm::Sha256,
-            &parts,
-            &header.signatures,
-        )
-        .map(|v| v.with_signed_at(header.signed_at))
+        HEADER.verify(request, &self.secrets, self.tolerance)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::super::testing::{headers, hex, hmac256, run};
     use super::*;
     use crate::verify::Secret;

@@ -2,12 +2,8 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
-use super::{
-    Algorithm, Encoding, FIVE_MINUTES, Tag, check_window, decode_signature, parse_unix_seconds,
-    verify_mac,
-};
+use super::FIVE_MINUTES;
+use super::timestamped::TimestampedHeader;
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256("{t}.{body}")>`, with one `v1` per
@@ -37,58 +33,20 @@ impl Stripe {
     }
 }
 
-/// The parsed header: the timestamp text (signed as sent) and the `v1` signatures.
-#[derive(Debug)]
-pub(crate) struct StripeHeader<'a> {
-    pub(crate) timestamp: &'a str,
-    pub(crate) signed_at: OffsetDateTime,
-    pub(crate) signatures: Vec<Tag>,
-}
-
-/// At most this many `v1` entries are considered; Stripe sends one or two.
-const MAX_SIGNATURES: usize = 16;
-
-pub(crate) fn parse(header: &str) -> Result<StripeHeader<'_>, VerifyError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header.split(',') {
-        let (key, value) = item
-            .trim()
-            .split_once('=')
-            .ok_or(VerifyError::MalformedSignature)?;
-        match key {
-            "t" if timestamp.is_none() => timestamp = Some(value),
-            "t" => return Err(VerifyError::MalformedSignature),
-            "v1" if signatures.len() < MAX_SIGNATURES => {
-                signatures.push(decode_signature(value, Encoding::Hex, Algorithm::Sha256)?);
-            }
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(VerifyError::MalformedSignature)?;
-    if signatures.is_empty() {
-        return Err(VerifyError::MalformedSignature);
-    }
-    Ok(StripeHeader {
-        timestamp,
-        signed_at: parse_unix_seconds(timestamp)?,
-        signatures,
-    })
-}
+/// `t=<ts>,v1=<hex>…`, signed over `{t}.{body}`.
+const HEADER: TimestampedHeader = TimestampedHeader {
+    name: "stripe-signature",
+    separator: ',',
+    timestamp_key: "t",
+    signature_key: "v1",
+    // Stripe sends one or two.
+    max_signatures: 16,
+    joiner: b".",
+};
 
 impl SignatureVerifier for Stripe {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-        let header = parse(request.require_header("stripe-signature")?)?;
-        check_window(header.signed_at, request.now(), self.tolerance)?;
-        let parts: [&[u8]; 3] = [header.timestamp.as_bytes(), b".", request.body()];
-        verify_mac(
-            &self.secrets,
-            request.now(),
-            Algorithm::Sha256,
-            &parts,
-            &header.signatures,
-        )
-        .map(|v| v.with_signed_at(header.signed_at))
+        HEADER.verify(request, &self.secrets, self.tolerance)
     }
 }
 
