@@ -149,6 +149,11 @@ impl MemoryBroker {
             .map_or(0, |q| q.ready.len())
     }
 
+    /// Events waiting in all queues together.
+    pub fn total_len(&self) -> usize {
+        self.shared.lock().values().map(|q| q.ready.len()).sum()
+    }
+
     /// Whether every queue is empty.
     pub fn is_empty(&self) -> bool {
         self.shared.lock().values().all(|q| q.ready.is_empty())

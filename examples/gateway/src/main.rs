@@ -87,6 +87,8 @@ struct Transport {
     publisher: Arc<dyn Publisher>,
     subscriber: Option<Box<dyn Subscriber>>,
     name: &'static str,
+    /// The embedded broker, whose queue lives only in this process.
+    memory: Option<MemoryBroker>,
 }
 
 // Brokers other than memory connect asynchronously.
@@ -104,6 +106,7 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
                     .worker
                     .then(|| Box::new(broker.subscriber()) as Box<dyn Subscriber>),
                 name: "memory",
+                memory: Some(broker),
             })
         }
         #[cfg(feature = "kafka")]
@@ -130,6 +133,7 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
                 publisher: Arc::new(publisher),
                 subscriber,
                 name: "kafka",
+                memory: None,
             })
         }
         #[cfg(not(feature = "kafka"))]
@@ -149,6 +153,7 @@ async fn transport(config: &Config) -> Result<Transport, BoxError> {
                 publisher: Arc::new(publisher),
                 subscriber,
                 name: "amqp",
+                memory: None,
             })
         }
         #[cfg(not(feature = "amqp"))]
@@ -209,13 +214,39 @@ async fn run(config: Config) -> Result<(), BoxError> {
 
     // The server has finished its in-flight requests; now let the worker drain.
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    if let Some(handle) = worker
-        && tokio::time::timeout(Duration::from_secs(35), handle)
-            .await
-            .is_err()
-    {
-        tracing::warn!("worker did not stop in time");
+    match (&transport.memory, worker) {
+        // Accepted events live only in this process: process everything queued before
+        // exiting (closing the broker ends the subscription once it is empty).
+        (Some(broker), Some(mut handle)) => {
+            broker.close();
+            if tokio::time::timeout(Duration::from_secs(30), &mut handle)
+                .await
+                .is_err()
+            {
+                let _ = stop_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(35), handle).await;
+            }
+            let left = broker.in_flight() + u64::try_from(broker.total_len()).unwrap_or(u64::MAX);
+            if left > 0 {
+                tracing::error!(left, "exiting with accepted events not processed");
+            }
+        }
+        // On a broker, unprocessed events stay there for the next run.
+        (_, Some(handle)) => {
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(Duration::from_secs(35), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("worker did not stop in time");
+            }
+        }
+        (Some(broker), None) if !broker.is_empty() => {
+            tracing::error!(
+                "exiting with accepted events queued and no worker (FIREFLY_WORKER=off)"
+            );
+        }
+        _ => {}
     }
     Ok(())
 }
