@@ -135,6 +135,7 @@ pub struct IngestService {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     publisher: Arc<dyn Publisher>,
     config: IngestConfig,
@@ -162,16 +163,7 @@ impl IngestService {
 
     fn config_mut(&mut self) -> &mut IngestConfig {
         // Builder methods run before the service is cloned; if it was, copy on write.
-        if Arc::get_mut(&mut self.inner).is_none() {
-            self.inner = Arc::new(Inner {
-                publisher: Arc::clone(&self.inner.publisher),
-                config: self.inner.config.clone(),
-            });
-        }
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => &mut inner.config,
-            None => unreachable!("freshly created Arc is unique"),
-        }
+        &mut Arc::make_mut(&mut self.inner).config
     }
 
     /// The publisher events go to.
