@@ -159,7 +159,7 @@ impl MemoryBroker {
         self.shared.lock().values().all(|q| q.ready.is_empty())
     }
 
-    /// Deliveries handed out and not yet settled.
+    /// Deliveries handed out and not yet settled, plus retries waiting for their delay.
     pub fn in_flight(&self) -> u64 {
         self.shared.in_flight.load(Ordering::Acquire)
     }
@@ -172,8 +172,9 @@ impl MemoryBroker {
             .map_or_else(Vec::new, |q| q.dead.clone())
     }
 
-    /// Stops accepting events (publish fails as unavailable); subscribers drain what is queued
-    /// and then end.
+    /// Stops accepting events (publish fails as unavailable). Subscribers keep delivering what
+    /// is queued and end only once nothing is queued, in flight, or waiting for a delayed retry,
+    /// so a worker that runs until its subscription ends processes everything accepted.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.notify.notify_waiters();
@@ -316,11 +317,23 @@ impl Subscriber for MemorySubscriber {
                     acker,
                 )));
             }
-            if self.shared.closed.load(Ordering::Acquire) {
+            // A delivery still in flight may come back (retry, abandon): end only when none is.
+            if self.shared.closed.load(Ordering::Acquire)
+                && self.shared.in_flight.load(Ordering::Acquire) == 0
+            {
                 return None;
             }
             notified.await;
         }
+    }
+}
+
+/// One delivery (or delayed redelivery) less in flight; wakes subscribers of a closed broker
+/// when that was the last, so they can end.
+fn settled(shared: &Shared) {
+    let before = shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    if before == 1 && shared.closed.load(Ordering::Acquire) {
+        shared.notify.notify_waiters();
     }
 }
 
@@ -331,7 +344,7 @@ struct MemoryAcker {
 
 impl MemoryAcker {
     fn settled(&self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        settled(&self.shared);
     }
 }
 
@@ -351,13 +364,16 @@ impl Acker for MemoryAcker {
         let shared = Arc::clone(&self.shared);
         let destination = self.destination.clone();
         let event = event.clone();
-        self.settled();
         if delay.is_zero() {
             shared.requeue(&destination, event, next_attempt, false);
+            self.settled();
         } else {
+            // Still in flight until it is queued again, so a closed broker's subscribers wait
+            // for it instead of ending and losing it.
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 shared.requeue(&destination, event, next_attempt, false);
+                settled(&shared);
             });
         }
         Ok(())
@@ -379,9 +395,9 @@ impl Acker for MemoryAcker {
     }
 
     async fn abandon(&self, event: &WebhookEvent, attempt: u32) -> Result<(), SubscribeError> {
-        self.settled();
         self.shared
             .requeue(&self.destination, event.clone(), attempt, true);
+        self.settled();
         Ok(())
     }
 }

@@ -730,3 +730,42 @@ async fn verification_in_the_worker_dead_letters_forgeries_before_claiming() {
     assert_eq!(dead[0].1.category, FailureCategory::Validation);
     assert_eq!(dead[0].1.attempts, 1);
 }
+
+#[tokio::test]
+async fn a_closed_broker_ends_only_after_delayed_retries_are_processed() {
+    let broker = MemoryBroker::new(10);
+    broker
+        .publisher()
+        .publish("acme", WebhookEvent::new("acme", "x"))
+        .await
+        .unwrap();
+    // Closed right away: the worker must still see the retry that comes back after a delay.
+    broker.close();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let policy = fast_retry()
+        .backoff(Duration::from_millis(30), Duration::from_millis(30))
+        .in_process_limit(Duration::ZERO);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        Worker::builder(broker.subscriber())
+            .retry(policy)
+            .build(processor_fn(move |_e, _ctx| {
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n == 1 {
+                        Err(ProcessError::transient("flaky"))
+                    } else {
+                        Ok(Outcome::Processed)
+                    }
+                }
+            }))
+            .run(),
+    )
+    .await
+    .expect("the worker ends once everything is settled");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(broker.is_empty());
+    assert_eq!(broker.in_flight(), 0);
+    assert!(broker.dead_letters("acme").is_empty());
+}
