@@ -1,15 +1,23 @@
 //! Baseline for the ingest benchmark: a bare axum handler that publishes each body with lapin
-//! (persistent, mandatory) straight to the durable queue `{prefix}{provider}` and awaits its
-//! confirm; nothing else (no wire headers, no event, no receipt).
+//! (persistent, mandatory) and awaits its confirm; no event, no receipt, no ingest checks.
 //!
 //! ```text
 //! cargo run --release -p firefly-webhook-amqp --example bench_baseline
 //! ```
+//!
+//! `BENCH_MESSAGE` picks what is published, to the same durable queue `{prefix}{provider}`:
+//!
+//! - `bare` (default): straight to the queue through the default exchange, no headers and no
+//!   properties but the delivery mode: the baseline the issue defines;
+//! - `exchange`: the same, but through the topic exchange `{prefix}x` with routing key =
+//!   provider, as `AmqpPublisher` routes;
+//! - `same`: through the topic exchange with exactly the properties `AmqpPublisher` sends
+//!   ([`firefly_webhook_amqp::properties`]: message id, timestamp, content type and the
+//!   wire-format headers), so the broker does the same work per message as for the publisher.
+//!
 //! Environment: `BENCH_ADDR` (default `127.0.0.1:8082`), `FIREFLY_AMQP_URL`,
-//! `BENCH_CHANNELS` (default 4), `BENCH_PREFIX` (default `bench.`), `BENCH_EXCHANGE` (publish
-//! through this exchange with routing key = provider), `BENCH_HEADERS` (attach that many
-//! 36-byte headers). Declare the queue first
-//! (run `bench_ingest` once, or any publish through it).
+//! `BENCH_CHANNELS` (default 4), `BENCH_PREFIX` (default `bench.`). Declare the topology first
+//! (run `bench_ingest` once and publish through it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -17,22 +25,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use firefly_webhook::WebhookEvent;
 use firefly_webhook_amqp::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use firefly_webhook_amqp::lapin::types::{AMQPValue, FieldTable};
 use firefly_webhook_amqp::lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Message {
+    Bare,
+    Exchange,
+    Same,
+}
 
 struct Pool {
     channels: Vec<Channel>,
     next: AtomicUsize,
     prefix: String,
-    /// Publish through this exchange with routing key = provider instead of straight to the
-    /// queue through the default exchange (for finding where the cost is).
-    exchange: Option<String>,
-    /// Extra headers to attach, to measure their cost on the broker.
-    headers: Option<FieldTable>,
+    message: Message,
 }
 
 fn env(name: &str, default: &str) -> String {
@@ -42,21 +53,33 @@ fn env(name: &str, default: &str) -> String {
 async fn publish(
     State(pool): State<Arc<Pool>>,
     Path(provider): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
     let channel = &pool.channels[pool.next.fetch_add(1, Ordering::Relaxed) % pool.channels.len()];
-    let (exchange, routing_key) = match &pool.exchange {
-        Some(exchange) => (exchange.as_str().into(), provider.as_str().into()),
-        None => ("".into(), format!("{}{provider}", pool.prefix).into()),
+    let (exchange, routing_key, properties) = match pool.message {
+        Message::Bare => (
+            String::new(),
+            format!("{}{provider}", pool.prefix),
+            BasicProperties::default().with_delivery_mode(2),
+        ),
+        message => {
+            let properties = if message == Message::Same {
+                let event = WebhookEvent::new(provider.as_str(), body.clone())
+                    .with_path(format!("/api/v1/webhook/{provider}"))
+                    .with_source_ip(Some(std::net::Ipv4Addr::LOCALHOST.into()))
+                    .with_headers(headers);
+                firefly_webhook_amqp::properties(&event).unwrap()
+            } else {
+                BasicProperties::default().with_delivery_mode(2)
+            };
+            (format!("{}x", pool.prefix), provider, properties)
+        }
     };
-    let mut properties = BasicProperties::default().with_delivery_mode(2);
-    if let Some(headers) = &pool.headers {
-        properties = properties.with_headers(headers.clone());
-    }
     let confirm = channel
         .basic_publish(
-            exchange,
-            routing_key,
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
@@ -78,6 +101,12 @@ async fn publish(
 async fn main() {
     let addr = env("BENCH_ADDR", "127.0.0.1:8082");
     let url = env("FIREFLY_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let message = match env("BENCH_MESSAGE", "bare").as_str() {
+        "bare" => Message::Bare,
+        "exchange" => Message::Exchange,
+        "same" => Message::Same,
+        other => panic!("BENCH_MESSAGE must be bare, exchange or same, not {other}"),
+    };
     let connection = Connection::connect(&url, ConnectionProperties::default())
         .await
         .unwrap();
@@ -94,17 +123,7 @@ async fn main() {
         channels,
         next: AtomicUsize::new(0),
         prefix: env("BENCH_PREFIX", "bench."),
-        exchange: std::env::var("BENCH_EXCHANGE").ok(),
-        headers: std::env::var("BENCH_HEADERS").ok().map(|n| {
-            let mut table = FieldTable::default();
-            for i in 0..n.parse::<usize>().unwrap() {
-                table.insert(
-                    format!("cloudEvents:attribute{i}").into(),
-                    AMQPValue::LongString("0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b".into()),
-                );
-            }
-            table
-        }),
+        message,
     });
     let app = axum::Router::new()
         .route("/api/v1/webhook/{provider}", axum::routing::post(publish))

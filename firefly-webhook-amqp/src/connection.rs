@@ -38,10 +38,20 @@ pub(crate) async fn open(config: &AmqpConfig, role: &str) -> Result<Connection> 
     .await
 }
 
-/// Message properties for `event`: persistent, message id = event id, content type, receive
-/// time, and the wire headers. Nothing else: the broker decodes every property of every
-/// publish, so each one costs broker CPU (the type and correlation id are in the headers).
-pub(crate) fn properties(event: &WebhookEvent) -> Result<BasicProperties> {
+/// The AMQP message properties [`AmqpPublisher`](crate::AmqpPublisher) sends for `event`:
+/// persistent (delivery mode 2), message id = event id, content type, timestamp = receive time
+/// (seconds), and the [wire format](firefly_webhook::wire) headers with the `cloudEvents:`
+/// prefix, a repeated HTTP header as a field array. The message body is `event.body` unchanged.
+///
+/// For tools that publish or replay events with their own lapin channel in the same format.
+/// Nothing else is set: the broker decodes every property of every publish, so each one costs
+/// broker CPU.
+///
+/// # Errors
+///
+/// [`Error::NameTooLong`] for a header name over 255 bytes, [`Error::HeadersTooLarge`] when
+/// the headers would not fit in one frame.
+pub fn properties(event: &WebhookEvent) -> Result<BasicProperties> {
     let headers = to_table(wire::encode(event, Binding::AMQP))?;
     let timestamp = u64::try_from(event.received_at.unix_timestamp()).unwrap_or_default();
     let mut props = BasicProperties::default()
@@ -59,4 +69,53 @@ pub(crate) fn properties(event: &WebhookEvent) -> Result<BasicProperties> {
         }
     }
     Ok(props)
+}
+
+#[cfg(test)]
+mod tests {
+    use firefly_webhook::http::{HeaderMap, HeaderValue};
+    use lapin::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn properties_carry_the_event_in_the_wire_format() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-github-event", HeaderValue::from_static("push"));
+        let event = WebhookEvent::new("github", &b"{}"[..]).with_headers(headers);
+
+        let props = properties(&event).unwrap();
+        assert_eq!(props.delivery_mode(), &Some(PERSISTENT));
+        let id = event.id.to_string();
+        assert_eq!(
+            props.message_id().as_ref().map(ShortString::as_str),
+            Some(id.as_str())
+        );
+        assert_eq!(
+            props.content_type().as_ref().map(ShortString::as_str),
+            Some("application/json")
+        );
+        let table = props.headers().as_ref().unwrap().inner();
+        assert_eq!(
+            table.get("cloudEvents:id"),
+            Some(&AMQPValue::LongString(id.as_str().into()))
+        );
+        assert_eq!(
+            table.get("http_x-github-event"),
+            Some(&AMQPValue::LongString("push".into()))
+        );
+    }
+
+    #[test]
+    fn a_header_name_over_255_bytes_is_an_error() {
+        let mut headers = HeaderMap::new();
+        let name = "x".repeat(300);
+        headers.insert(
+            firefly_webhook::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("v"),
+        );
+        let event = WebhookEvent::new("github", &b"{}"[..]).with_headers(headers);
+        assert!(matches!(properties(&event), Err(Error::NameTooLong(n)) if n.ends_with("xxx")));
+    }
 }

@@ -15,6 +15,14 @@ pub(crate) fn short(s: &str) -> Result<ShortString> {
     ShortString::try_new(s).map_err(|_| Error::NameTooLong(s.to_owned()))
 }
 
+/// [`short`] for a name the caller owns: no copy.
+fn short_owned(s: String) -> Result<ShortString> {
+    if s.len() > usize::from(u8::MAX) {
+        return Err(Error::NameTooLong(s));
+    }
+    ShortString::try_new(s).map_err(|e| Error::NameTooLong(e.to_string()))
+}
+
 /// Largest encoded headers table accepted. The properties travel in one content-header frame,
 /// and a frame over the negotiated `frame_max` (RabbitMQ: 128 KiB) makes the broker close the
 /// whole connection, failing every publish in flight.
@@ -31,7 +39,7 @@ pub(crate) fn to_table(headers: Vec<WireHeader>) -> Result<FieldTable> {
     let mut map: BTreeMap<ShortString, AMQPValue> = BTreeMap::new();
     for (name, value) in headers {
         let value = AMQPValue::LongString(LongString::from(Vec::from(value)));
-        match map.entry(short(&name)?) {
+        match map.entry(short_owned(name)?) {
             Entry::Vacant(slot) => {
                 slot.insert(value);
             }
@@ -51,7 +59,7 @@ pub(crate) fn to_table(headers: Vec<WireHeader>) -> Result<FieldTable> {
 pub(crate) fn extend(table: &mut FieldTable, headers: Vec<WireHeader>) -> Result<()> {
     for (name, value) in headers {
         table.insert(
-            short(&name)?,
+            short_owned(name)?,
             AMQPValue::LongString(LongString::from(Vec::from(value))),
         );
     }

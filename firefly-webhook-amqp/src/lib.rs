@@ -13,6 +13,7 @@ pub use firefly_webhook;
 pub use lapin;
 
 pub use crate::config::{AmqpConfig, ExchangeType, QueueType};
+pub use crate::connection::properties;
 pub use crate::error::{Error, Result};
 pub use crate::publisher::AmqpPublisher;
 pub use crate::subscriber::AmqpSubscriber;
