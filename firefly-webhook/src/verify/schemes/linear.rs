@@ -17,23 +17,12 @@ pub struct Linear {
     tolerance: Duration,
 }
 
-impl Linear {
-    /// Verifies with these webhook signing secrets.
-    pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            secrets: secrets.into(),
-            tolerance: Duration::from_secs(60),
-        }
-    }
-
-    /// How far `webhookTimestamp` may be from the reference time, either way (default 1
-    /// minute).
-    #[must_use]
-    pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
-        self
-    }
-}
+secrets_and_tolerance!(
+    Linear,
+    Duration::from_secs(60),
+    "Verifies with these webhook signing secrets.",
+    "How far `webhookTimestamp` may be from the reference time, either way (default 1 minute)."
+);
 
 #[derive(serde::Deserialize)]
 struct Envelope {

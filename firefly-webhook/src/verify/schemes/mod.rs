@@ -1,6 +1,29 @@
 //! The providers' signature schemes, and the primitives they share (HMAC over several parts,
 //! hex/base64 decoding, constant-time comparison, timestamp windows).
 
+/// `new` and `tolerance` for a scheme that is just its secrets and a timestamp tolerance:
+/// `secrets_and_tolerance!(Type, default, "doc of new", "doc of tolerance")`.
+macro_rules! secrets_and_tolerance {
+    ($scheme:ident, $default:expr, $new_doc:literal, $tolerance_doc:literal) => {
+        impl $scheme {
+            #[doc = $new_doc]
+            pub fn new(secrets: impl Into<$crate::verify::SecretSet>) -> Self {
+                Self {
+                    secrets: secrets.into(),
+                    tolerance: $default,
+                }
+            }
+
+            #[doc = $tolerance_doc]
+            #[must_use]
+            pub fn tolerance(mut self, tolerance: ::std::time::Duration) -> Self {
+                self.tolerance = tolerance;
+                self
+            }
+        }
+    };
+}
+
 mod generic;
 mod hub;
 mod linear;

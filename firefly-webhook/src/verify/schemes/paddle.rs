@@ -17,22 +17,12 @@ pub struct Paddle {
     tolerance: Duration,
 }
 
-impl Paddle {
-    /// Verifies with these endpoint secret keys (`pdl_ntfset_…`, used as-is).
-    pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            secrets: secrets.into(),
-            tolerance: Duration::from_secs(5),
-        }
-    }
-
-    /// How far the timestamp may be from the reference time, either way (default 5 seconds).
-    #[must_use]
-    pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
-        self
-    }
-}
+secrets_and_tolerance!(
+    Paddle,
+    Duration::from_secs(5),
+    "Verifies with these endpoint secret keys (`pdl_ntfset_…`, used as-is).",
+    "How far the timestamp may be from the reference time, either way (default 5 seconds)."
+);
 
 /// `ts=<ts>;h1=<hex>…`, signed over `{ts}:{body}`.
 const HEADER: TimestampedHeader = TimestampedHeader {

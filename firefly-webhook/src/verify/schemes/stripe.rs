@@ -16,22 +16,12 @@ pub struct Stripe {
     tolerance: Duration,
 }
 
-impl Stripe {
-    /// Verifies with these endpoint secrets (`whsec_…`, used as-is).
-    pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            secrets: secrets.into(),
-            tolerance: FIVE_MINUTES,
-        }
-    }
-
-    /// How far the timestamp may be from the reference time, either way (default 5 minutes).
-    #[must_use]
-    pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
-        self
-    }
-}
+secrets_and_tolerance!(
+    Stripe,
+    FIVE_MINUTES,
+    "Verifies with these endpoint secrets (`whsec_…`, used as-is).",
+    "How far the timestamp may be from the reference time, either way (default 5 minutes)."
+);
 
 /// `t=<ts>,v1=<hex>…`, signed over `{t}.{body}`.
 const HEADER: TimestampedHeader = TimestampedHeader {

@@ -43,22 +43,12 @@ pub struct Slack {
     tolerance: Duration,
 }
 
-impl Slack {
-    /// Verifies with these signing secrets.
-    pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            secrets: secrets.into(),
-            tolerance: FIVE_MINUTES,
-        }
-    }
-
-    /// How far the timestamp may be from the reference time, either way (default 5 minutes).
-    #[must_use]
-    pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
-        self
-    }
-}
+secrets_and_tolerance!(
+    Slack,
+    FIVE_MINUTES,
+    "Verifies with these signing secrets.",
+    "How far the timestamp may be from the reference time, either way (default 5 minutes)."
+);
 
 impl SignatureVerifier for Slack {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
@@ -81,22 +71,12 @@ pub struct Zoom {
     tolerance: Duration,
 }
 
-impl Zoom {
-    /// Verifies with these secret tokens.
-    pub fn new(secrets: impl Into<SecretSet>) -> Self {
-        Self {
-            secrets: secrets.into(),
-            tolerance: FIVE_MINUTES,
-        }
-    }
-
-    /// How far the timestamp may be from the reference time, either way (default 5 minutes).
-    #[must_use]
-    pub fn tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
-        self
-    }
-}
+secrets_and_tolerance!(
+    Zoom,
+    FIVE_MINUTES,
+    "Verifies with these secret tokens.",
+    "How far the timestamp may be from the reference time, either way (default 5 minutes)."
+);
 
 impl SignatureVerifier for Zoom {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
