@@ -1,22 +1,4 @@
 //! Provider-aware idempotency keys: recognise a provider's redelivery of the same webhook.
-//!
-//! The ingest-assigned event id is new for every delivery, so it cannot detect redeliveries.
-//! Instead the key comes from the provider's own delivery id when there is one:
-//!
-//! | provider            | source                                            |
-//! |---------------------|---------------------------------------------------|
-//! | GitHub              | `X-GitHub-Delivery` header                        |
-//! | Standard Webhooks   | `webhook-id` header                               |
-//! | Svix                | `svix-id` header                                  |
-//! | Shopify             | `X-Shopify-Webhook-Id` header                     |
-//! | Linear              | `Linear-Delivery` header                          |
-//! | Stripe              | body `id` (when `Stripe-Signature` is present or the provider is `stripe`) |
-//! | Slack               | body `event_id` (when `X-Slack-Signature` is present or the provider is `slack`) |
-//! | Square              | body `event_id` (when a Square signature header is present or the provider is `square`) |
-//! | anything else       | `sha256:` + SHA-256 of provider name and body      |
-//!
-//! Keys are prefixed with the provider name, so two providers never collide. Add your own rule
-//! per provider with [`IdempotencyKeys::provider`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +12,24 @@ use crate::event::WebhookEvent;
 type KeyFn = dyn Fn(&WebhookEvent) -> Option<String> + Send + Sync;
 
 /// Computes idempotency keys: custom rules per provider first, then the built-in rules.
+///
+/// The ingest-assigned event id is new for every delivery, so it cannot detect redeliveries.
+/// Instead the key comes from the provider's own delivery id when there is one:
+///
+/// | provider            | source                                            |
+/// |---------------------|---------------------------------------------------|
+/// | GitHub              | `X-GitHub-Delivery` header                        |
+/// | Standard Webhooks   | `webhook-id` header                               |
+/// | Svix                | `svix-id` header                                  |
+/// | Shopify             | `X-Shopify-Webhook-Id` header                     |
+/// | Linear              | `Linear-Delivery` header                          |
+/// | Stripe              | body `id` (when `Stripe-Signature` is present or the provider is `stripe`) |
+/// | Slack               | body `event_id` (when `X-Slack-Signature` is present or the provider is `slack`) |
+/// | Square              | body `event_id` (when a Square signature header is present or the provider is `square`) |
+/// | anything else       | `sha256:` + SHA-256 of provider name and body      |
+///
+/// Keys are prefixed with the provider name, so two providers never collide. Add your own rule
+/// per provider with [`IdempotencyKeys::provider`].
 #[derive(Clone, Default)]
 pub struct IdempotencyKeys {
     custom: HashMap<String, Arc<KeyFn>>,
@@ -84,7 +84,7 @@ impl IdempotencyKeys {
     }
 }
 
-/// The key for `event` under the built-in rules (see the [module docs](self)).
+/// The key for `event` under the built-in rules (see [`IdempotencyKeys`]).
 pub fn idempotency_key(event: &WebhookEvent) -> String {
     IdempotencyKeys::default().key(event)
 }
