@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use firefly_webhook::WebhookEvent;
 use firefly_webhook::wire::{self, Binding};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
@@ -27,13 +28,19 @@ where
     }
 }
 
-/// Connects to the broker within `operation_timeout`.
+/// Connects to the broker within `operation_timeout`, trusting
+/// [`AmqpConfig::tls_ca_file`] (read again on every attempt) for `amqps://`.
 pub(crate) async fn open(config: &AmqpConfig, role: &str) -> Result<Connection> {
     let name = format!("{} ({role})", config.connection_name);
     let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let tls = OwnedTLSConfig {
+        cert_chain: config.tls_ca()?,
+        ..OwnedTLSConfig::default()
+    };
+    let runtime = lapin::runtime::default_runtime()?;
     bounded(
         config.operation_timeout,
-        Connection::connect(&config.url, properties),
+        Connection::connect_with_config(&config.url, properties, tls, runtime),
     )
     .await
 }

@@ -1,11 +1,13 @@
 //! [`AmqpPublisher`]: publisher confirms over a small channel pool, with reconnection.
 
-use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use firefly_webhook::publish::RecentNames;
 use firefly_webhook::{PublishError, Publisher, WebhookEvent, async_trait};
 use futures_util::StreamExt;
 use lapin::Confirmation;
@@ -36,10 +38,16 @@ use crate::topology;
 /// | connection blocked by a resource alarm   | [`PublishError::Overloaded`] | 503 |
 /// | no confirm within `publish_timeout`      | [`PublishError::TimedOut`] | 503 |
 ///
-/// A background task owns the connection: it opens [`AmqpConfig::channels`] confirm-mode
-/// channels, declares the topology, and after a connection loss reconnects with exponential
-/// backoff and declares it again. Meanwhile publishes fail at once as unavailable. The task
-/// ends when the last clone of the publisher is dropped.
+/// Get one from [`AmqpBroker::publisher`](crate::AmqpBroker::publisher). A background task
+/// owns the connection: it starts on first use (or in
+/// [`AmqpBroker::connect`](crate::AmqpBroker::connect)), opens [`AmqpConfig::channels`]
+/// confirm-mode channels, declares the exchanges, and after a connection loss reconnects with
+/// exponential backoff and declares them again. Meanwhile publishes fail at once as
+/// unavailable. A destination's queues are declared before its first publish on each
+/// connection, each destination on its own within [`AmqpConfig::operation_timeout`]; the
+/// publisher remembers the 10 000 destinations it used most recently (one it forgot is
+/// declared again, which is harmless). The task ends when the broker and the last clone of
+/// the publisher are dropped.
 ///
 /// Cloning is cheap and shares the connection.
 #[derive(Clone)]
@@ -47,9 +55,42 @@ pub struct AmqpPublisher {
     shared: Arc<Shared>,
 }
 
+/// How many destinations a publisher remembers having declared on its connection.
+const DECLARED_CAPACITY: usize = 10_000;
+
+/// Declarations of different destinations run in parallel unless they share one of these
+/// locks; the same destination's are serialised, so a burst of first publishes declares once.
+const DECLARE_LOCKS: u64 = 16;
+
 struct Live {
     connection: Connection,
     channels: Vec<Slot>,
+    /// Destinations declared on this connection: a new connection starts empty, so each
+    /// destination is declared again on its first publish after a reconnect.
+    declared: Mutex<RecentNames>,
+}
+
+impl Live {
+    fn is_declared(&self, destination: &str) -> bool {
+        self.declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(destination)
+    }
+
+    fn mark_declared(&self, destination: &str) {
+        self.declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(destination);
+    }
+
+    fn forget_declared(&self) {
+        self.declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }
 
 struct Slot {
@@ -59,16 +100,20 @@ struct Slot {
 }
 
 struct Shared {
-    config: AmqpConfig,
-    /// `None` when the configured name is too long (every publish then fails).
-    exchange: Option<ShortString>,
+    config: Arc<AmqpConfig>,
+    /// The main exchange's name, checked once.
+    exchange: ShortString,
     live: RwLock<Option<Arc<Live>>>,
     next: AtomicUsize,
-    declared: Mutex<HashSet<String>>,
-    declaring: tokio::sync::Mutex<()>,
+    declaring: Vec<tokio::sync::Mutex<()>>,
     /// Wakes the supervisor to check the connection after a failed publish.
     check: Arc<Notify>,
-    up: watch::Sender<bool>,
+    /// Whether the supervisor was spawned (on first use).
+    started: AtomicBool,
+    /// `None` until the first connection attempt ended, then whether a connection is up.
+    state: watch::Sender<Option<bool>>,
+    /// Why the last connection attempt failed, for [`AmqpBroker::connect`](crate::AmqpBroker::connect).
+    last_error: Mutex<Option<Error>>,
 }
 
 impl Shared {
@@ -82,23 +127,30 @@ impl Shared {
     fn set_live(&self, live: Option<Arc<Live>>) {
         let up = live.is_some();
         *self.live.write().unwrap_or_else(PoisonError::into_inner) = live;
-        self.up.send_replace(up);
+        if up {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.state.send_replace(Some(up));
     }
 
-    fn is_declared(&self, destination: &str) -> bool {
-        self.declared
+    /// A connection attempt failed with `error`.
+    fn set_down(&self, error: Error) {
+        *self
+            .last_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(destination)
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+        self.state
+            .send_if_modified(|state| state.replace(false) != Some(false));
     }
 
-    fn declared_snapshot(&self) -> Vec<String> {
-        self.declared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+    fn declaring(&self, destination: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        destination.hash(&mut hasher);
+        let i = usize::try_from(hasher.finish() % DECLARE_LOCKS).unwrap_or_default();
+        &self.declaring[i]
     }
 }
 
@@ -112,44 +164,70 @@ impl fmt::Debug for AmqpPublisher {
 }
 
 impl AmqpPublisher {
-    /// Starts a publisher that connects in the background; until it is connected, publishes
-    /// fail as unavailable and [`health`](Publisher::health) reports it.
-    ///
-    /// # Panics
-    ///
-    /// When called outside a Tokio runtime (it spawns the connection task).
-    pub fn new(config: AmqpConfig) -> Self {
-        let exchange = ShortString::try_new(config.exchange.as_str()).ok();
-        let (up, _) = watch::channel(false);
-        let check = Arc::new(Notify::new());
-        let shared = Arc::new(Shared {
-            config,
-            exchange,
-            live: RwLock::new(None),
-            next: AtomicUsize::new(0),
-            declared: Mutex::new(HashSet::new()),
-            declaring: tokio::sync::Mutex::new(()),
-            check: Arc::clone(&check),
-            up,
-        });
-        tokio::spawn(supervise(Arc::downgrade(&shared), check));
-        Self { shared }
+    /// A publisher that connects on first use (nothing is spawned before). Fails when the
+    /// exchange name is too long for AMQP.
+    pub(crate) fn lazy(config: Arc<AmqpConfig>) -> Result<Self> {
+        let exchange = short(&config.exchange)?;
+        let (state, _) = watch::channel(None);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                exchange,
+                live: RwLock::new(None),
+                next: AtomicUsize::new(0),
+                declaring: (0..DECLARE_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                check: Arc::new(Notify::new()),
+                started: AtomicBool::new(false),
+                state,
+                last_error: Mutex::new(None),
+            }),
+        })
     }
 
-    /// Starts a publisher and waits for its first connection, at most
-    /// [`AmqpConfig::operation_timeout`]; fails if the broker cannot be reached by then
-    /// (the publisher is dropped and stops trying).
-    pub async fn connect(config: AmqpConfig) -> Result<Self> {
-        short(&config.exchange)?;
-        short(&config.dead_letter_exchange)?;
-        let limit = config.operation_timeout;
-        let publisher = Self::new(config);
-        let mut up = publisher.shared.up.subscribe();
-        match tokio::time::timeout(limit, up.wait_for(|up| *up)).await {
-            Ok(Ok(_)) => Ok(publisher),
-            Ok(Err(_)) => Err(Error::Disconnected),
-            Err(_) => Err(Error::Timeout(limit)),
+    /// Spawns the connection task unless it runs already.
+    fn start(&self) {
+        if !self.shared.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(supervise(
+                Arc::downgrade(&self.shared),
+                Arc::clone(&self.shared.check),
+            ));
         }
+    }
+
+    /// Starts the connection task and waits for its first connection, at most
+    /// [`AmqpConfig::operation_timeout`]; on timeout, the last attempt's error.
+    pub(crate) async fn wait_connected(&self) -> Result<()> {
+        self.start();
+        let limit = self.shared.config.operation_timeout;
+        let mut state = self.shared.state.subscribe();
+        match tokio::time::timeout(limit, state.wait_for(|s| *s == Some(true))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Disconnected),
+            Err(_) => Err(self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or(Error::Timeout(limit))),
+        }
+    }
+
+    /// The live connection; on first use, starts the connection task and waits (at most
+    /// [`AmqpConfig::operation_timeout`]) for its first attempt to end.
+    async fn live(&self) -> Option<Arc<Live>> {
+        if let Some(live) = self.shared.current() {
+            return Some(live);
+        }
+        if self.shared.state.borrow().is_none() {
+            self.start();
+            let mut state = self.shared.state.subscribe();
+            let first = state.wait_for(Option::is_some);
+            let _ = tokio::time::timeout(self.shared.config.operation_timeout, first).await;
+        }
+        self.shared.current()
     }
 
     /// The configuration.
@@ -168,7 +246,7 @@ impl AmqpPublisher {
     /// own error, for callers that want more detail than [`PublishError`].
     pub async fn send(&self, destination: &str, event: &WebhookEvent) -> Result<()> {
         let shared = &self.shared;
-        let Some(live) = shared.current() else {
+        let Some(live) = self.live().await else {
             return Err(Error::Disconnected);
         };
         let status = live.connection.status();
@@ -179,13 +257,10 @@ impl AmqpPublisher {
         if status.blocked() {
             return Err(Error::Blocked);
         }
-        if shared.config.declare_topology && !shared.is_declared(destination) {
+        if shared.config.declare_topology && !live.is_declared(destination) {
             self.declare(&live, destination).await?;
         }
-        let exchange = shared
-            .exchange
-            .clone()
-            .ok_or_else(|| Error::NameTooLong(shared.config.exchange.clone()))?;
+        let exchange = shared.exchange.clone();
         let routing_key = short(destination)?;
         let props = properties(event)?;
         let channel = self.channel(&live).await?;
@@ -234,24 +309,29 @@ impl AmqpPublisher {
         })
         .await?;
         if config.declare_topology {
-            self.shared
-                .declared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            // Whatever closed the channel may have removed queues too.
+            live.forget_declared();
         }
         let fresh = Arc::new(fresh);
         *slot.channel.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
         Ok(fresh)
     }
 
+    /// Declares `destination`'s queues on `live`, within its own operation timeout.
     async fn declare(&self, live: &Live, destination: &str) -> Result<()> {
         let shared = &self.shared;
-        let _serial = shared.declaring.lock().await;
-        if shared.is_declared(destination) {
+        let config = &shared.config;
+        let Ok(_serial) = tokio::time::timeout(
+            config.operation_timeout,
+            shared.declaring(destination).lock(),
+        )
+        .await
+        else {
+            return Err(Error::Timeout(config.operation_timeout));
+        };
+        if live.is_declared(destination) {
             return Ok(());
         }
-        let config = &shared.config;
         bounded(config.operation_timeout, async {
             // Its own channel: a refused declaration (406) must not close a publishing channel.
             let channel = live.connection.create_channel().await?;
@@ -260,12 +340,14 @@ impl AmqpPublisher {
             declared
         })
         .await
-        .inspect_err(|e| tracing::error!(error = %e, destination, "could not declare the destination's queues"))?;
-        shared
-            .declared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(destination.to_owned());
+        .inspect_err(|e| {
+            tracing::error!(
+                error = e as &dyn std::error::Error,
+                destination,
+                "could not declare the destination's queues"
+            );
+        })?;
+        live.mark_declared(destination);
         Ok(())
     }
 }
@@ -290,7 +372,7 @@ impl Publisher for AmqpPublisher {
     }
 
     async fn health(&self) -> Result<(), PublishError> {
-        let Some(live) = self.shared.current() else {
+        let Some(live) = self.live().await else {
             return Err(Error::Disconnected.into());
         };
         let status = live.connection.status();
@@ -304,8 +386,9 @@ impl Publisher for AmqpPublisher {
     }
 }
 
-/// Opens a connection with its channel pool and declares what is already known.
-async fn establish(config: &AmqpConfig, known: Vec<String>) -> Result<Live> {
+/// Opens a connection with its channel pool and declares the exchanges; destinations are
+/// declared on their first publish, each within its own timeout.
+async fn establish(config: &AmqpConfig) -> Result<Live> {
     let connection = open(config, "publisher").await?;
     let setup = async {
         let mut channels = Vec::with_capacity(config.channels.max(1));
@@ -322,9 +405,6 @@ async fn establish(config: &AmqpConfig, known: Vec<String>) -> Result<Live> {
         if config.declare_topology {
             let channel = connection.create_channel().await?;
             topology::declare_exchanges(&channel, config).await?;
-            for destination in &known {
-                topology::declare_destination(&channel, config, destination).await?;
-            }
             let _ = channel.close(200, "OK".into()).await;
         }
         Ok::<_, Error>(channels)
@@ -333,6 +413,7 @@ async fn establish(config: &AmqpConfig, known: Vec<String>) -> Result<Live> {
         Ok(channels) => Ok(Live {
             connection,
             channels,
+            declared: Mutex::new(RecentNames::new(DECLARED_CAPACITY)),
         }),
         Err(e) => {
             let _ =
@@ -348,14 +429,13 @@ async fn supervise(shared: Weak<Shared>, check: Arc<Notify>) {
     let mut backoff = None::<Duration>;
     loop {
         let Some(this) = shared.upgrade() else { return };
-        let config = this.config.clone();
-        let known = this.declared_snapshot();
+        let config = Arc::clone(&this.config);
         drop(this);
 
         if let Some(delay) = backoff {
             tokio::time::sleep(delay).await;
         }
-        match establish(&config, known).await {
+        match establish(&config).await {
             Ok(live) => {
                 let status = live.connection.status().clone();
                 let events = live.connection.events_listener();
@@ -379,7 +459,13 @@ async fn supervise(shared: Weak<Shared>, check: Arc<Notify>) {
                 close(&live, config.operation_timeout).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "amqp publisher could not connect");
+                if let Some(this) = shared.upgrade() {
+                    this.set_down(e.clone());
+                }
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "amqp publisher could not connect"
+                );
                 let next = backoff.map_or(config.reconnect_min, |d| d.saturating_mul(2));
                 backoff = Some(next.min(config.reconnect_max).max(Duration::from_millis(1)));
             }
@@ -401,7 +487,9 @@ async fn watch_connection(
             event = events.next() => match event {
                 // Channel errors arrive here too (a refused declaration): only the
                 // connection state below decides whether to reconnect.
-                Some(Event::Error(e)) => tracing::warn!(error = %e, "amqp publisher error"),
+                Some(Event::Error(e)) => {
+                    tracing::warn!(error = &e as &dyn std::error::Error, "amqp publisher error");
+                }
                 Some(Event::ConnectionBlocked(reason)) => {
                     tracing::warn!(%reason, "rabbitmq blocked the publisher connection");
                 }
@@ -425,5 +513,37 @@ async fn watch_connection(
 async fn close(live: &Live, limit: Duration) {
     if live.connection.status().connected() {
         let _ = tokio::time::timeout(limit, live.connection.close(200, "OK".into())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_set_is_bounded_and_keeps_the_names_in_use() {
+        let mut declared = RecentNames::new(10);
+        declared.insert("hot");
+        for i in 0..1000 {
+            declared.insert(&format!("cold-{i}"));
+            // A name in use is looked up before each publish and so stays.
+            assert!(declared.contains("hot"));
+            assert!(declared.len() <= 10, "{}", declared.len());
+        }
+        assert!(!declared.contains("cold-0"));
+        assert!(declared.contains("cold-999"));
+        declared.clear();
+        assert_eq!(declared.len(), 0);
+        assert!(!declared.contains("hot"));
+    }
+
+    #[test]
+    fn the_default_bound_is_ten_thousand_names() {
+        let mut declared = RecentNames::new(DECLARED_CAPACITY);
+        for i in 0..3 * DECLARED_CAPACITY {
+            declared.insert(&i.to_string());
+        }
+        assert!(declared.len() <= DECLARED_CAPACITY);
+        assert!(declared.len() >= DECLARED_CAPACITY / 2);
     }
 }

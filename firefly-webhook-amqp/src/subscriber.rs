@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use firefly_webhook::wire::{self, Binding, DeadLetter, FailureCategory};
+use firefly_webhook::wire::{self, Binding};
 use firefly_webhook::{
-    Acker, Delivery, Position, SubscribeError, Subscriber, WebhookEvent, async_trait,
+    Acker, DeadLetter, Delivery, FailureCategory, Position, SubscribeError, Subscriber,
+    WebhookEvent, async_trait,
 };
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::AmqpConfig;
 use crate::connection::{bounded, open};
+use crate::depth::DepthWatch;
 use crate::error::{Error, Result};
 use crate::headers::{self, short};
 use crate::topology;
@@ -28,7 +30,44 @@ use crate::topology;
 type Deliveries =
     SelectAll<BoxStream<'static, (Arc<str>, lapin::Result<lapin::message::Delivery>)>>;
 
+/// Where a delivery sits on RabbitMQ: the [`Position`] value of every [`Delivery`] an
+/// [`AmqpSubscriber`] yields (transport `"amqp"`). Read it back with
+/// [`Position::downcast_ref`].
+///
+/// ```
+/// use firefly_webhook::Position;
+/// use firefly_webhook_amqp::AmqpTag;
+///
+/// let position = Position::new("amqp", AmqpTag { delivery_tag: 42, redelivered: true });
+/// assert_eq!(position.to_string(), "amqp:#42 (redelivered)");
+/// let tag = position.downcast_ref::<AmqpTag>().unwrap();
+/// assert_eq!((tag.delivery_tag, tag.redelivered), (42, true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AmqpTag {
+    /// The delivery tag: numbers the deliveries on the subscriber's channel (it starts again
+    /// after a reconnect).
+    pub delivery_tag: u64,
+    /// Whether the broker delivered this message before without it being acknowledged (a
+    /// consumer died, or it was abandoned).
+    pub redelivered: bool,
+}
+
+impl fmt::Display for AmqpTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.delivery_tag)?;
+        if self.redelivered {
+            f.write_str(" (redelivered)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Receives webhooks from one or more destination queues.
+///
+/// Get one from [`AmqpBroker::subscriber`](crate::AmqpBroker::subscriber). It opens its own
+/// connection on the first call to `next` (or [`connect`](Self::connect)) and declares the
+/// destinations' topology (when configured) before consuming.
 ///
 /// Each delivery is acknowledged manually once settled through [`Delivery`]:
 ///
@@ -39,9 +78,16 @@ type Deliveries =
 /// | `dead_letter` | the original body and headers plus the failure attributes go to the dead-letter exchange → `{queue}.dlq` (confirmed), then `basic.ack` |
 /// | `abandon`     | `basic.nack` with requeue                                                    |
 ///
-/// If the copy cannot be published, the original is requeued instead (`basic.nack`), so a
-/// message is never lost. A message that does not follow the wire format is dead-lettered
-/// (category `validation`) and skipped.
+/// If the copy cannot be published (say, the DLQ is gone and the dead-letter exchange cannot
+/// route it), the original is requeued instead (`basic.nack` with requeue) after
+/// [`AmqpConfig::settle_backoff`], and the call fails: the message is never dropped without a
+/// confirmed copy, and comes back at most once per backoff rather than in a tight loop. A
+/// message that does not follow the wire format is dead-lettered (category `validation`) and
+/// skipped.
+///
+/// While connected it reports the depth of its destinations' main, retry and dead-letter
+/// queues every [`AmqpConfig::depth_interval`] (see [`DepthWatch`](crate::DepthWatch)), on a
+/// channel of its own: a failed poll never stops consumption.
 ///
 /// At most [`AmqpConfig::prefetch`] deliveries are unacknowledged at once. After a
 /// connection loss `next` returns [`SubscribeError::Unavailable`], then reconnects (with
@@ -56,9 +102,12 @@ pub struct AmqpSubscriber {
 }
 
 struct SubLive {
-    connection: Connection,
+    connection: Arc<Connection>,
     deliveries: Deliveries,
     settle: Arc<Settle>,
+    /// Polls the destinations' queue depth on a channel of its own; stops with the
+    /// connection (dropped with it).
+    _depth: DepthWatch,
 }
 
 /// What every delivery's acker shares.
@@ -79,34 +128,55 @@ impl fmt::Debug for AmqpSubscriber {
 }
 
 impl AmqpSubscriber {
-    /// Connects, declares the destinations' topology (when configured) and starts consuming
-    /// their queues. Fails if the broker cannot be reached.
-    pub async fn connect<I, S>(config: AmqpConfig, destinations: I) -> Result<Self>
+    /// A subscriber that connects on the first call to `next`. Fails if there is no
+    /// destination or a name the destinations make is too long for AMQP.
+    pub(crate) fn lazy<I, S>(config: Arc<AmqpConfig>, destinations: I) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut this = Self::lazy(config, destinations);
-        this.live = Some(establish(&this.config, &this.destinations).await?);
-        Ok(this)
-    }
-
-    /// Like [`connect`](Self::connect), but connects on the first call to `next`.
-    pub fn lazy<I, S>(config: AmqpConfig, destinations: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self {
-            config: Arc::new(config),
-            destinations: destinations
-                .into_iter()
-                .map(|d| Arc::from(d.into()))
-                .collect(),
+        let destinations: Vec<Arc<str>> = destinations
+            .into_iter()
+            .map(|d| Arc::from(d.into()))
+            .collect();
+        if destinations.is_empty() {
+            return Err(Error::NoDestinations);
+        }
+        for destination in &destinations {
+            check_names(&config, destination)?;
+        }
+        Ok(Self {
+            config,
+            destinations,
             live: None,
             backoff: None,
             retry_at: None,
+        })
+    }
+
+    /// Connects now instead of on the first `next`: declares the destinations' topology (when
+    /// configured) and starts consuming, so a worker can fail at start-up when RabbitMQ does
+    /// not answer, or make sure its queues exist before anything is published. Does nothing
+    /// when connected already.
+    pub async fn connect(&mut self) -> Result<()> {
+        if self.live.is_none() {
+            self.live = Some(establish(&self.config, &self.destinations).await?);
+            self.backoff = None;
+            self.retry_at = None;
         }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.config
+    }
+
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.connection.status().connected())
     }
 
     /// Closes the connection; unacknowledged deliveries are redelivered to other consumers.
@@ -122,40 +192,28 @@ impl AmqpSubscriber {
     }
 }
 
+/// Fails early for a name the subscriber would declare or consume that AMQP cannot carry.
+fn check_names(config: &AmqpConfig, destination: &str) -> Result<()> {
+    short(destination)?;
+    short(&config.queue(destination))?;
+    if config.declare_topology {
+        short(&config.dead_letter_queue(destination))?;
+        for tier in &config.retry_delays {
+            short(&config.retry_queue_for_tier(destination, *tier))?;
+        }
+    }
+    Ok(())
+}
+
 async fn establish(config: &Arc<AmqpConfig>, destinations: &[Arc<str>]) -> Result<SubLive> {
-    let connection = open(config, "subscriber").await?;
-    let setup = async {
-        let consume = connection.create_channel().await?;
-        if config.declare_topology {
-            topology::declare_exchanges(&consume, config).await?;
-            for destination in destinations {
-                topology::declare_destination(&consume, config, destination).await?;
-            }
-        }
-        consume
-            .basic_qos(config.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut deliveries: Deliveries = SelectAll::new();
-        for destination in destinations {
-            let consumer = consume
-                .basic_consume(
-                    short(&config.queue(destination))?,
-                    ShortString::default(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let destination = Arc::clone(destination);
-            deliveries.push(consumer.map(move |d| (Arc::clone(&destination), d)).boxed());
-        }
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok::<_, Error>((deliveries, publish))
-    };
-    match bounded(config.operation_timeout, setup).await {
+    let connection = Arc::new(open(config, "subscriber").await?);
+    match setup(config, &connection, destinations).await {
         Ok((deliveries, publish)) => Ok(SubLive {
+            _depth: DepthWatch::on(
+                Arc::clone(&connection),
+                Arc::clone(config),
+                destinations.to_vec(),
+            ),
             connection,
             deliveries,
             settle: Arc::new(Settle {
@@ -171,6 +229,55 @@ async fn establish(config: &Arc<AmqpConfig>, destinations: &[Arc<str>]) -> Resul
             Err(e)
         }
     }
+}
+
+/// Declares the topology (each destination within its own timeout), then consumes.
+async fn setup(
+    config: &AmqpConfig,
+    connection: &Connection,
+    destinations: &[Arc<str>],
+) -> Result<(Deliveries, Channel)> {
+    let limit = config.operation_timeout;
+    let consume = bounded(limit, connection.create_channel()).await?;
+    if config.declare_topology {
+        bounded(limit, topology::declare_exchanges(&consume, config)).await?;
+        for destination in destinations {
+            bounded(
+                limit,
+                topology::declare_destination(&consume, config, destination),
+            )
+            .await?;
+        }
+    }
+    bounded(
+        limit,
+        consume.basic_qos(config.prefetch, BasicQosOptions::default()),
+    )
+    .await?;
+    let mut deliveries: Deliveries = SelectAll::new();
+    for destination in destinations {
+        let consumer = bounded(
+            limit,
+            consume.basic_consume(
+                short(&config.queue(destination))?,
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let destination = Arc::clone(destination);
+        deliveries.push(consumer.map(move |d| (Arc::clone(&destination), d)).boxed());
+    }
+    let publish = bounded(limit, async {
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok::<_, Error>(publish)
+    })
+    .await?;
+    Ok((deliveries, publish))
 }
 
 impl AmqpSubscriber {
@@ -199,7 +306,10 @@ impl AmqpSubscriber {
     }
 
     fn lost(&mut self, error: Error) -> SubscribeError {
-        tracing::warn!(%error, "amqp subscriber lost its connection");
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "amqp subscriber lost its connection"
+        );
         self.live = None;
         self.backoff = None;
         self.retry_at = Some(Instant::now() + self.config.reconnect_min);
@@ -238,7 +348,7 @@ impl Subscriber for AmqpSubscriber {
             match item {
                 Some((destination, Ok(delivery))) => {
                     let settle = Arc::clone(&live.settle);
-                    if let Some(delivery) = receive(settle, &destination, delivery).await {
+                    if let Some(delivery) = receive(settle, &destination, delivery) {
                         return Some(Ok(delivery));
                     }
                 }
@@ -251,7 +361,7 @@ impl Subscriber for AmqpSubscriber {
 
 /// Turns a broker delivery into a [`Delivery`]; an undecodable one is dead-lettered and
 /// skipped (`None`).
-async fn receive(
+fn receive(
     settle: Arc<Settle>,
     destination: &str,
     delivery: lapin::message::Delivery,
@@ -290,14 +400,22 @@ async fn receive(
             event,
             destination,
             attempt,
-            Position::Amqp {
-                delivery_tag,
-                redelivered,
-            },
+            Position::new(
+                crate::TRANSPORT,
+                AmqpTag {
+                    delivery_tag,
+                    redelivered,
+                },
+            ),
             acker,
         )),
         Err(e) => {
-            tracing::warn!(error = %e, destination, delivery_tag, "undecodable message; dead-lettering it");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                destination,
+                delivery_tag,
+                "undecodable message; dead-lettering it"
+            );
             let failure = DeadLetter::new(
                 e.to_string(),
                 FailureCategory::Validation,
@@ -305,9 +423,18 @@ async fn receive(
                 "decode",
                 destination,
             );
-            if let Err(e) = acker.dead_letter_raw(&failure).await {
-                tracing::error!(error = %e, destination, delivery_tag, "could not dead-letter an undecodable message");
-            }
+            // In the background: a failed copy waits out the settle backoff, and the
+            // deliveries behind this one need not.
+            tokio::spawn(async move {
+                if let Err(e) = acker.dead_letter_raw(&failure).await {
+                    tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        destination = acker.destination,
+                        delivery_tag,
+                        "could not dead-letter an undecodable message; requeued it"
+                    );
+                }
+            });
             None
         }
     }
@@ -363,8 +490,11 @@ impl AmqpAcker {
         }
     }
 
-    /// After a failed copy: give the original back so it is not stuck unacknowledged.
-    async fn requeue_after(&self, error: Error) -> SubscribeError {
+    /// After a failed copy: give the original back, after the settle backoff so a copy that
+    /// keeps failing does not turn into a hot redelivery loop. Never a reject without
+    /// requeue: with the copy unconfirmed, that could drop the message.
+    async fn requeue_after(&self, error: Error) -> Error {
+        tokio::time::sleep(self.settle.config.settle_backoff).await;
         let _ = bounded(
             self.limit(),
             self.acker.nack(BasicNackOptions {
@@ -373,7 +503,7 @@ impl AmqpAcker {
             }),
         )
         .await;
-        error.into_subscribe()
+        error
     }
 
     async fn dead_letter_raw(&self, failure: &DeadLetter) -> Result<()> {
@@ -387,14 +517,7 @@ impl AmqpAcker {
             )
             .await;
         if let Err(e) = copied {
-            // The queue's own dead-letter exchange still routes it to the DLQ, without the
-            // failure attributes.
-            let _ = bounded(
-                self.limit(),
-                self.acker.reject(BasicRejectOptions { requeue: false }),
-            )
-            .await;
-            return Err(e);
+            return Err(self.requeue_after(e).await);
         }
         self.ack().await
     }
@@ -423,11 +546,11 @@ impl Acker for AmqpAcker {
             headers::number(next_attempt),
         )];
         if let Err(e) = headers::extend(&mut table, attempt) {
-            return Err(self.requeue_after(e).await);
+            return Err(self.requeue_after(e).await.into_subscribe());
         }
         // The default exchange routes straight to the retry queue by its name.
         if let Err(e) = self.copy(ShortString::default(), &queue, table).await {
-            return Err(self.requeue_after(e).await);
+            return Err(self.requeue_after(e).await.into_subscribe());
         }
         AmqpAcker::ack(self).await.map_err(Error::into_subscribe)
     }

@@ -2,19 +2,21 @@
 //!
 //! The publisher and the subscriber call these themselves when
 //! [`AmqpConfig::declare_topology`] is on; they are public for operators' tools and tests.
-//! Declarations are idempotent, but RabbitMQ refuses (channel error 406) to re-declare a
-//! queue with different arguments: change `queue_type` or `retry_delays` only together with
-//! new names or after deleting the old queues.
+//! Declarations are idempotent, but RabbitMQ refuses (channel error 406, which also closes
+//! the channel) to re-declare an exchange or queue with different arguments: that is
+//! [`Error::TopologyMismatch`], naming the exchange or queue.
+//! Change `queue_type` or `retry_delays` only together with new names or after deleting the
+//! old queues.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 use crate::config::{AmqpConfig, ExchangeType, QueueType};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::headers::short;
 
 const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
@@ -35,6 +37,30 @@ fn queue_args(queue_type: QueueType) -> FieldTable {
     args
 }
 
+/// The arguments of a queue whose messages the broker dead-letters to `exchange` with
+/// `routing_key`. A quorum queue does so at least once: it keeps a message until the target
+/// queue confirmed it (the default, at-most-once, drops it when the target is unroutable).
+/// That strategy needs `x-overflow = reject-publish`, which changes nothing without a length
+/// limit.
+fn dead_lettering_args(queue_type: QueueType, exchange: &str, routing_key: &str) -> FieldTable {
+    let mut args = queue_args(queue_type);
+    args.insert("x-dead-letter-exchange".into(), text(exchange));
+    args.insert("x-dead-letter-routing-key".into(), text(routing_key));
+    if queue_type == QueueType::Quorum {
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+    }
+    args
+}
+
+async fn declare_queue(channel: &Channel, name: ShortString, args: FieldTable) -> Result<()> {
+    channel
+        .queue_declare(name.clone(), DURABLE, args)
+        .await
+        .map_err(|e| Error::declaring(name.as_str(), e))?;
+    Ok(())
+}
+
 /// Declares the main exchange (topic by default) and the dead-letter direct exchange (both
 /// durable).
 pub async fn declare_exchanges(channel: &Channel, config: &AmqpConfig) -> Result<()> {
@@ -52,7 +78,8 @@ pub async fn declare_exchanges(channel: &Channel, config: &AmqpConfig) -> Result
             options,
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::declaring(&config.exchange, e))?;
     channel
         .exchange_declare(
             short(&config.dead_letter_exchange)?,
@@ -60,7 +87,8 @@ pub async fn declare_exchanges(channel: &Channel, config: &AmqpConfig) -> Result
             options,
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::declaring(&config.dead_letter_exchange, e))?;
     Ok(())
 }
 
@@ -71,6 +99,15 @@ pub async fn declare_exchanges(channel: &Channel, config: &AmqpConfig) -> Result
 /// - `{queue}.dlq` bound to the dead-letter exchange with routing key `destination`;
 /// - one `{queue}.retry.{tier}` per retry tier, with `x-message-ttl` = the tier, that
 ///   dead-letters expired messages through the default exchange straight back to `{queue}`.
+///
+/// Quorum queues that dead-letter (`{queue}` and the retry queues) do so at least once
+/// (`x-dead-letter-strategy = at-least-once`, `x-overflow = reject-publish`): a message stays
+/// in its queue until the target queue has it.
+///
+/// # Errors
+///
+/// [`Error::TopologyMismatch`] when one of them exists with other arguments (the broker
+/// closes `channel` then).
 pub async fn declare_destination(
     channel: &Channel,
     config: &AmqpConfig,
@@ -78,13 +115,8 @@ pub async fn declare_destination(
 ) -> Result<()> {
     let routing_key = short(destination)?;
     let queue = short(&config.queue(destination))?;
-    let mut args = queue_args(config.queue_type);
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        text(&config.dead_letter_exchange),
-    );
-    args.insert("x-dead-letter-routing-key".into(), text(destination));
-    channel.queue_declare(queue.clone(), DURABLE, args).await?;
+    let args = dead_lettering_args(config.queue_type, &config.dead_letter_exchange, destination);
+    declare_queue(channel, queue.clone(), args).await?;
     channel
         .queue_bind(
             queue.clone(),
@@ -96,9 +128,7 @@ pub async fn declare_destination(
         .await?;
 
     let dlq = short(&config.dead_letter_queue(destination))?;
-    channel
-        .queue_declare(dlq.clone(), DURABLE, queue_args(config.queue_type))
-        .await?;
+    declare_queue(channel, dlq.clone(), queue_args(config.queue_type)).await?;
     channel
         .queue_bind(
             dlq,
@@ -110,15 +140,13 @@ pub async fn declare_destination(
         .await?;
 
     for tier in &config.retry_delays {
-        let mut args = queue_args(config.queue_type);
-        let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         // The default exchange routes by queue name: expired retries land in this
         // destination's queue only, not in other queues bound to the same routing key.
-        args.insert("x-dead-letter-exchange".into(), text(""));
-        args.insert("x-dead-letter-routing-key".into(), text(queue.as_str()));
+        let mut args = dead_lettering_args(config.queue_type, "", queue.as_str());
+        let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         let name = short(&config.retry_queue_for_tier(destination, *tier))?;
-        channel.queue_declare(name, DURABLE, args).await?;
+        declare_queue(channel, name, args).await?;
     }
     Ok(())
 }

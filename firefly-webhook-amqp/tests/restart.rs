@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use firefly_webhook::{EventId, PublishError, Publisher, Subscriber, WebhookEvent};
 use firefly_webhook_amqp::lapin::{Connection, ConnectionProperties};
-use firefly_webhook_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber, topology};
+use firefly_webhook_amqp::{AmqpBroker, AmqpConfig, topology};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DESTINATION: &str = "restart";
@@ -56,10 +56,11 @@ async fn publisher_and_subscriber_recover_from_a_broker_restart() {
     config.publish_timeout = Duration::from_secs(3);
     config.reconnect_max = Duration::from_millis(500);
 
-    let mut subscriber = AmqpSubscriber::connect(config.clone(), [DESTINATION])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(config.clone()).await.unwrap();
+    let broker = AmqpBroker::connect(config.clone()).await.unwrap();
+    let mut subscriber = broker.subscriber([DESTINATION]).unwrap();
+    // Connected before the restart, so resuming afterwards is the subscriber's own doing.
+    subscriber.connect().await.unwrap();
+    let publisher = broker.publisher();
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -176,7 +177,7 @@ async fn publisher_and_subscriber_recover_from_a_broker_restart() {
     assert!(missing.is_empty());
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     let connection = Connection::connect(URL, ConnectionProperties::default())
         .await
         .unwrap();

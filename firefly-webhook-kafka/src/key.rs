@@ -5,7 +5,12 @@ use std::borrow::Cow;
 use firefly_webhook::WebhookEvent;
 
 /// How the Kafka message key is chosen. Messages with one key land in one partition, in order.
+///
+/// With the `serde` feature it is written `"idempotency_key"`, `"none"`, `"provider"`,
+/// `"event_id"`, `{"header": "x-delivery-id"}` or `{"json_pointer": "/data/id"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum KeyStrategy {
     /// The webhook's idempotency key, so redeliveries of one webhook by its provider land in
@@ -97,7 +102,7 @@ mod tests {
         );
         assert_eq!(
             key(&KeyStrategy::IdempotencyKey, &e).unwrap(),
-            b"github:abc-123",
+            firefly_webhook::idempotency::idempotency_key(&e).as_bytes(),
             "a provider's redelivery gets the same key"
         );
         assert_eq!(

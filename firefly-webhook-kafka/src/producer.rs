@@ -1,22 +1,25 @@
 //! The durable producer shared by the publisher and the dead-letter path: topic creation,
 //! error classification and recovery from fatal idempotence errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use firefly_webhook::PublishError;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use firefly_webhook::publish::RecentNames;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::metadata::MetadataBroker;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
+use crate::stats::ProducerContext;
 
 /// Routes librdkafka's log lines and errors to `tracing` instead of `log`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,7 +31,12 @@ impl ClientContext for TracingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+        tracing::warn!(
+            target: "librdkafka",
+            error = &error as &dyn std::error::Error,
+            reason,
+            "kafka client error"
+        );
     }
 }
 
@@ -46,7 +54,73 @@ pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-type Inner = FutureProducer<TracingContext>;
+type Inner = FutureProducer<ProducerContext>;
+
+/// How many topics a producer remembers to exist; one it forgot is checked (or created) again
+/// on its next publish, which is harmless.
+const KNOWN_TOPICS: usize = 10_000;
+
+/// The serialised topic-creation attempts in progress, by topic: an entry lives only while an
+/// attempt for its topic runs or has callers waiting for it.
+#[derive(Default)]
+struct Creating {
+    attempts: std::sync::Mutex<HashMap<String, Shares>>,
+}
+
+/// One topic's attempt lock and how many callers share it.
+struct Shares {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    callers: usize,
+}
+
+impl Creating {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shares>> {
+        // Each critical section is one map operation: a poisoned map is consistent.
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock of `topic`'s attempt, shared with the callers that asked meanwhile.
+    fn attempt(&self, topic: &str) -> Attempt<'_> {
+        let mut attempts = self.lock();
+        let shares = attempts.entry(topic.to_owned()).or_insert_with(|| Shares {
+            lock: Arc::default(),
+            callers: 0,
+        });
+        shares.callers += 1;
+        Attempt {
+            creating: self,
+            topic: topic.to_owned(),
+            lock: Arc::clone(&shares.lock),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A caller's share in a topic's attempt. The last one to leave, however it leaves (done,
+/// failed, or its future dropped), removes the entry.
+struct Attempt<'a> {
+    creating: &'a Creating,
+    topic: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut attempts = self.creating.lock();
+        if let Some(shares) = attempts.get_mut(&self.topic)
+            && Arc::ptr_eq(&shares.lock, &self.lock)
+        {
+            shares.callers = shares.callers.saturating_sub(1);
+            if shares.callers == 0 {
+                attempts.remove(&self.topic);
+            }
+        }
+    }
+}
 
 /// The current librdkafka producer, replaced as a whole when it lost its idempotence state, so
 /// publishing recovers without the application recreating the publisher.
@@ -61,7 +135,7 @@ struct Slot {
 impl Slot {
     fn new(client_config: ClientConfig) -> Result<Self> {
         let producer: Inner = client_config
-            .create_with_context(TracingContext)
+            .create_with_context(ProducerContext::default())
             .map_err(Error::Client)?;
         Ok(Self {
             client_config,
@@ -87,10 +161,16 @@ impl Slot {
             return;
         }
         let fatal = current.1.client().fatal_error().map(|(_, reason)| reason);
-        let fresh = match self.client_config.create_with_context(TracingContext) {
+        let fresh = match self
+            .client_config
+            .create_with_context(ProducerContext::default())
+        {
             Ok(fresh) => fresh,
             Err(err) => {
-                tracing::error!(%err, "kafka producer could not be recreated");
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "kafka producer could not be recreated"
+                );
                 return;
             }
         };
@@ -149,11 +229,15 @@ pub(crate) struct Producer {
     slots: Vec<Arc<Slot>>,
     round_robin: AtomicUsize,
     admin: Arc<AdminClient<TracingContext>>,
-    known: RwLock<HashSet<String>>,
-    creating: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Topics known to exist, bounded; forgotten when a publish says the topic is gone.
+    known: RwLock<RecentNames>,
+    creating: Creating,
     create_topics: bool,
     partitions: i32,
     replication: i32,
+    /// Topic configs of created topics (`max.message.bytes`, `min.insync.replicas`).
+    topic_config: Vec<(&'static str, String)>,
+    max_message_bytes: usize,
     delivery_timeout: Duration,
     health_timeout: Duration,
 }
@@ -170,15 +254,21 @@ impl Producer {
             .admin_client()
             .create_with_context(TracingContext)
             .map_err(Error::Client)?;
+        let mut topic_config = vec![("max.message.bytes", config.max_message_bytes.to_string())];
+        if let Some(n) = config.min_insync_replicas {
+            topic_config.push(("min.insync.replicas", n.to_string()));
+        }
         Ok(Self {
             slots,
             round_robin: AtomicUsize::new(0),
             admin: Arc::new(admin),
-            known: RwLock::new(HashSet::new()),
-            creating: std::sync::Mutex::new(HashMap::new()),
+            known: RwLock::new(RecentNames::new(KNOWN_TOPICS)),
+            creating: Creating::default(),
             create_topics: config.create_topics,
             partitions: config.partitions,
             replication: config.replication,
+            topic_config,
+            max_message_bytes: config.max_message_bytes,
             delivery_timeout: config.delivery_timeout,
             health_timeout: config.health_timeout,
         })
@@ -207,9 +297,11 @@ impl Producer {
 
     /// Produces one record and waits for the broker's acknowledgement (`acks=all`).
     ///
-    /// Never blocks on a full local queue: that is reported as overloaded at once.
+    /// Never blocks on a full local queue: that is reported as overloaded at once. If the
+    /// caller stops waiting (its own timeout, a client that hung up), the delivery report is
+    /// still awaited and acted on in the background.
     pub(crate) async fn send(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
@@ -230,13 +322,31 @@ impl Producer {
         };
         // Not kept across the wait: only the slot may drop a replaced producer.
         drop(producer);
-        // librdkafka enforces message.timeout.ms itself; this only guards against a lost report.
-        let guard = self.delivery_timeout + Duration::from_secs(1);
-        match tokio::time::timeout(guard, delivery).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((err, _)))) => Err(self.classify(topic, slot, generation, err)),
-            Ok(Err(_canceled)) => Err(PublishError::unavailable(Error::ShutDown)),
-            Err(_elapsed) => Err(self.timed_out(topic, slot, generation)),
+        let mut pending = Pending {
+            producer: self,
+            topic,
+            slot,
+            generation,
+            delivery: Some(delivery),
+        };
+        let report = pending.report().await;
+        self.settle(topic, slot, generation, report)
+    }
+
+    /// What a delivery report means for the caller, and for the producer: a producer that
+    /// lost its idempotence state is replaced, a topic that vanished is forgotten.
+    fn settle(
+        &self,
+        topic: &str,
+        slot: &Arc<Slot>,
+        generation: u64,
+        report: Report,
+    ) -> Result<(), PublishError> {
+        match report {
+            Report::Delivered => Ok(()),
+            Report::Failed(err) => Err(self.classify(topic, slot, generation, err)),
+            Report::Lost => Err(PublishError::unavailable(Error::ShutDown)),
+            Report::Elapsed => Err(self.timed_out(topic, slot, generation)),
         }
     }
 
@@ -272,18 +382,12 @@ impl Producer {
         if self.is_known(topic) {
             return Ok(());
         }
-        let lock = Arc::clone(
-            self.creating
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(topic.to_owned())
-                .or_default(),
-        );
+        let attempt = self.creating.attempt(topic);
         // One attempt per topic at a time; callers that queued behind a failed attempt fail
         // with it instead of each waiting for an attempt of their own (bounded latency when
         // the cluster is down).
-        let Ok(_attempt) = lock.try_lock() else {
-            let _waited = lock.lock().await;
+        let Ok(_running) = attempt.lock.try_lock() else {
+            let _waited = attempt.lock.lock().await;
             return if self.is_known(topic) {
                 Ok(())
             } else {
@@ -304,7 +408,7 @@ impl Producer {
             self.known
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(topic.to_owned());
+                .insert(topic);
         }
         outcome
     }
@@ -317,18 +421,29 @@ impl Producer {
     }
 
     fn is_known(&self, topic: &str) -> bool {
-        self.known
+        if self
+            .known
             .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_recent(topic)
+        {
+            return true;
+        }
+        self.known
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(topic)
     }
 
     async fn create(&self, topic: &str) -> Result<(), PublishError> {
-        let new = NewTopic::new(
+        let mut new = NewTopic::new(
             topic,
             self.partitions,
             TopicReplication::Fixed(self.replication),
         );
+        for (key, value) in &self.topic_config {
+            new = new.set(key, value);
+        }
         let options = AdminOptions::new()
             .request_timeout(Some(self.delivery_timeout))
             .operation_timeout(Some(self.delivery_timeout));
@@ -354,6 +469,44 @@ impl Producer {
         }
         tracing::info!(topic, partitions = self.partitions, "kafka topic ready");
         Ok(())
+    }
+
+    /// The broker's `message.max.bytes` (the limit of topics that do not set their own), if
+    /// the cluster reports it within the health timeout. Not every broker implements
+    /// DescribeConfigs (Tansu does not), and ACLs may forbid it: then this is `None`.
+    pub(crate) async fn broker_message_limit(&self) -> Option<usize> {
+        let admin = Arc::clone(&self.admin);
+        let timeout = self.health_timeout;
+        let broker = tokio::task::spawn_blocking(move || {
+            let metadata = admin.inner().fetch_metadata(None, timeout).ok()?;
+            metadata.brokers().first().map(MetadataBroker::id)
+        })
+        .await
+        .ok()??;
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let resource = ResourceSpecifier::Broker(broker);
+        let described =
+            tokio::time::timeout(timeout, self.admin.describe_configs([&resource], &options))
+                .await
+                .ok()?;
+        let resource = match described.map(|mut all| all.pop()) {
+            Ok(Some(Ok(resource))) => resource,
+            Ok(Some(Err(code))) => {
+                tracing::debug!(%code, "kafka broker config not readable");
+                return None;
+            }
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::debug!(
+                    error = &err as &dyn std::error::Error,
+                    "kafka broker config not readable"
+                );
+                return None;
+            }
+        };
+        resource
+            .get("message.max.bytes")
+            .and_then(|entry| entry.value.as_deref()?.parse().ok())
     }
 
     async fn check_exists(&self, topic: &str) -> Result<(), PublishError> {
@@ -397,6 +550,12 @@ impl Producer {
         }
         match code {
             Some(RDKafkaErrorCode::QueueFull) => PublishError::Overloaded,
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                PublishError::rejected(Error::TooLarge {
+                    limit: self.max_message_bytes,
+                    source: err,
+                })
+            }
             Some(RDKafkaErrorCode::MessageTimedOut) => self.timed_out(topic, slot, generation),
             Some(code) if never_accepted(code) => PublishError::rejected(err),
             _ => PublishError::unavailable(err),
@@ -410,6 +569,82 @@ impl Producer {
         let cooldown = (self.delivery_timeout * 2).max(Duration::from_secs(10));
         slot.check_wedged(generation, self.health_timeout, cooldown);
         PublishError::TimedOut(self.delivery_timeout)
+    }
+}
+
+/// The outcome of one delivery, as far as this crate cares.
+enum Report {
+    Delivered,
+    Failed(KafkaError),
+    /// The producer went away before reporting.
+    Lost,
+    /// No report within the delivery timeout (plus a margin).
+    Elapsed,
+}
+
+/// Waits for `delivery`'s report; librdkafka enforces `message.timeout.ms` itself, the
+/// timeout here only guards against a report that never comes.
+async fn report<F>(delivery: F, delivery_timeout: Duration) -> Report
+where
+    F: Future<Output = <DeliveryFuture as Future>::Output>,
+{
+    let guard = delivery_timeout + Duration::from_secs(1);
+    match tokio::time::timeout(guard, delivery).await {
+        Ok(Ok(Ok(_))) => Report::Delivered,
+        Ok(Ok(Err((err, _)))) => Report::Failed(err),
+        Ok(Err(_canceled)) => Report::Lost,
+        Err(_elapsed) => Report::Elapsed,
+    }
+}
+
+/// A produced record whose delivery report is still due.
+///
+/// Recovery (replacing a wedged producer, forgetting a vanished topic) is driven by delivery
+/// reports, so it must not depend on the caller waiting for them: a gateway whose publish
+/// timeout is not longer than `delivery_timeout` drops every pending publish just before
+/// librdkafka reports the timeout. Dropped while pending, this hands the report to a
+/// background task that settles it.
+struct Pending<'a> {
+    producer: &'a Arc<Producer>,
+    topic: &'a str,
+    slot: &'a Arc<Slot>,
+    generation: u64,
+    delivery: Option<DeliveryFuture>,
+}
+
+impl Pending<'_> {
+    async fn report(&mut self) -> Report {
+        let Some(delivery) = self.delivery.as_mut() else {
+            return Report::Lost;
+        };
+        let outcome = report(delivery, self.producer.delivery_timeout).await;
+        self.delivery = None;
+        outcome
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let Some(delivery) = self.delivery.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let producer = Arc::clone(self.producer);
+        let slot = Arc::clone(self.slot);
+        let topic = self.topic.to_owned();
+        let generation = self.generation;
+        runtime.spawn(async move {
+            let outcome = report(delivery, producer.delivery_timeout).await;
+            if let Err(err) = producer.settle(&topic, &slot, generation, outcome) {
+                tracing::debug!(
+                    topic,
+                    error = &err as &dyn std::error::Error,
+                    "kafka delivery failed after the caller stopped waiting"
+                );
+            }
+        });
     }
 }
 
@@ -460,5 +695,96 @@ mod tests {
         assert!(never_accepted(RDKafkaErrorCode::MessageSizeTooLarge));
         assert!(!never_accepted(RDKafkaErrorCode::AllBrokersDown));
         assert!(!never_accepted(RDKafkaErrorCode::MessageTimedOut));
+    }
+
+    #[test]
+    fn known_topics_are_bounded_and_keep_the_ones_in_use() {
+        let mut known = RecentNames::new(10);
+        known.insert("hot");
+        for i in 0..1000 {
+            known.insert(&format!("cold-{i}"));
+            // A topic in use is looked up before each publish, and so stays.
+            assert!(known.contains("hot"));
+            assert!(known.len() <= 10, "{}", known.len());
+        }
+        assert!(!known.contains("cold-0"));
+        assert!(known.contains("cold-999"));
+        known.remove("hot");
+        assert!(!known.contains("hot"));
+
+        let mut known = RecentNames::new(KNOWN_TOPICS);
+        for i in 0..3 * KNOWN_TOPICS {
+            known.insert(&i.to_string());
+        }
+        assert!((KNOWN_TOPICS / 2..=KNOWN_TOPICS).contains(&known.len()));
+    }
+
+    /// A producer whose cluster never answers: every topic creation times out.
+    fn unreachable() -> Arc<Producer> {
+        let mut config = KafkaConfig::from_brokers("127.0.0.1:1");
+        config.delivery_timeout = Duration::from_millis(300);
+        Arc::new(Producer::new(&config).unwrap())
+    }
+
+    #[tokio::test]
+    async fn creation_attempts_leave_nothing_behind() {
+        let producer = unreachable();
+        // Several callers of one topic share an attempt; each fails with it.
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let producer = Arc::clone(&producer);
+            callers.spawn(async move { producer.ensure_topic("webhooks").await });
+        }
+        while let Some(result) = callers.join_next().await {
+            assert!(result.unwrap().is_err());
+        }
+        for i in 0..20 {
+            assert!(producer.ensure_topic(&format!("t{i}")).await.is_err());
+        }
+        assert_eq!(producer.creating.len(), 0);
+
+        // A caller that stops waiting (a publish timeout) leaves nothing either.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(20),
+            producer.ensure_topic("abandoned"),
+        )
+        .await;
+        assert!(dropped.is_err(), "the attempt was still running");
+        assert_eq!(producer.creating.len(), 0);
+        assert!(!producer.is_known("webhooks"));
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Kafka; run scripts/test"]
+    async fn known_topics_stay_bounded_against_a_real_broker() {
+        let mut config = KafkaConfig::from_brokers("127.0.0.1:9092");
+        config.partitions = 1;
+        let mut producer = Producer::new(&config).unwrap();
+        producer.known = RwLock::new(RecentNames::new(4));
+        let producer = Arc::new(producer);
+        let run = format!("bounded-{}", uuid::Uuid::new_v4().simple());
+        let topics: Vec<String> = (0..12).map(|i| format!("{run}-{i}")).collect();
+        let mut callers = tokio::task::JoinSet::new();
+        for topic in &topics {
+            for _ in 0..3 {
+                let (producer, topic) = (Arc::clone(&producer), topic.clone());
+                callers.spawn(async move { producer.ensure_topic(&topic).await });
+            }
+        }
+        while let Some(result) = callers.join_next().await {
+            // A caller queued behind an attempt that failed fails with it (a busy broker
+            // may time out a creation); the pass below settles every topic.
+            drop(result.unwrap());
+        }
+        for topic in &topics {
+            producer.ensure_topic(topic).await.unwrap();
+        }
+        assert_eq!(producer.creating.len(), 0);
+        let known = producer.known.read().unwrap().len();
+        assert!((1..=4).contains(&known), "{known}");
+        // A forgotten topic is checked again: it exists, so that succeeds.
+        assert!(!producer.is_known(&topics[0]));
+        producer.ensure_topic(&topics[0]).await.unwrap();
+        assert!(producer.is_known(&topics[0]));
     }
 }

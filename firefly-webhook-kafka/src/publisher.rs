@@ -7,8 +7,6 @@ use firefly_webhook::wire::{self, Binding};
 use firefly_webhook::{PublishError, Publisher, WebhookEvent, async_trait};
 use rdkafka::message::{Header, OwnedHeaders};
 
-use crate::config::KafkaConfig;
-use crate::error::Result;
 use crate::key::KeyStrategy;
 use crate::producer::Producer;
 
@@ -18,18 +16,19 @@ use crate::producer::Producer;
 /// The topic is the routed destination. The message value is the raw request body, the
 /// metadata travels in headers following [`firefly_webhook::wire`] (CloudEvents binary mode,
 /// one `http_*` header per HTTP header value, in order), and the key follows
-/// [`KafkaConfig::key`].
+/// [`KafkaConfig::key`](crate::KafkaConfig::key).
 ///
-/// Cloning is cheap and shares one producer. librdkafka batches concurrent publishes
-/// (`linger.ms`), so many requests in flight share one round trip to the broker.
+/// Get one from [`KafkaBroker::publisher`](crate::KafkaBroker::publisher). Cloning is cheap and
+/// shares the broker's producer. librdkafka batches concurrent publishes (`linger.ms`), so many
+/// requests in flight share one round trip to the broker.
 ///
 /// ```no_run
 /// use firefly_webhook::IngestService;
-/// use firefly_webhook_kafka::{KafkaConfig, KafkaPublisher};
+/// use firefly_webhook_kafka::{KafkaBroker, KafkaConfig};
 ///
 /// # fn main() -> Result<(), firefly_webhook_kafka::Error> {
-/// let publisher = KafkaPublisher::new(KafkaConfig::from_brokers("127.0.0.1:9092"))?;
-/// let ingest = IngestService::new(publisher);
+/// let broker = KafkaBroker::new(KafkaConfig::from_brokers("127.0.0.1:9092"))?;
+/// let ingest = IngestService::new(broker.publisher());
 /// # let _ = ingest;
 /// # Ok(())
 /// # }
@@ -37,21 +36,12 @@ use crate::producer::Producer;
 #[derive(Clone)]
 pub struct KafkaPublisher {
     producer: Arc<Producer>,
-    key: KeyStrategy,
+    key: Arc<KeyStrategy>,
 }
 
 impl KafkaPublisher {
-    /// A publisher with `config`. Creates the librdkafka clients; connects lazily.
-    pub fn new(config: KafkaConfig) -> Result<Self> {
-        Ok(Self {
-            producer: Arc::new(Producer::new(&config)?),
-            key: config.key,
-        })
-    }
-
-    /// A publisher with the default settings for `brokers` (e.g. `127.0.0.1:9092`).
-    pub fn from_brokers(brokers: impl Into<String>) -> Result<Self> {
-        Self::new(KafkaConfig::from_brokers(brokers))
+    pub(crate) fn new(producer: Arc<Producer>, key: Arc<KeyStrategy>) -> Self {
+        Self { producer, key }
     }
 
     /// Creates `topic` now if it is missing (or checks it exists when creation is off), instead
@@ -92,7 +82,7 @@ impl Publisher for KafkaPublisher {
 impl fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaPublisher")
-            .field("key", &self.key)
+            .field("key", &*self.key)
             .field("delivery_timeout", &self.producer.delivery_timeout())
             .finish_non_exhaustive()
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use firefly_webhook::{Claim, IdempotencyStore};
 use firefly_webhook_redis::deadpool_redis::{self, Runtime};
 use firefly_webhook_redis::redis::{self, AsyncCommands};
-use firefly_webhook_redis::{Config, RedisStore};
+use firefly_webhook_redis::{RedisConfig, RedisStore};
 
 const LOCK: Duration = Duration::from_secs(30);
 const DONE: Duration = Duration::from_secs(120);
@@ -255,14 +255,10 @@ fn targets(url: &str) -> Vec<(String, MakeTarget)> {
         targets.push((
             format!("RedisStore pool_size={pool_size}"),
             Box::new(move |prefix| {
-                Target::Store(
-                    RedisStore::new(Config {
-                        pool_size,
-                        key_prefix: prefix,
-                        ..Config::from_url(url.clone())
-                    })
-                    .unwrap(),
-                )
+                let mut config = RedisConfig::from_url(url.clone());
+                config.pool_size = pool_size;
+                config.key_prefix = prefix;
+                Target::Store(RedisStore::new(config).unwrap())
             }),
         ));
     }

@@ -1,6 +1,8 @@
-//! [`Config`] and [`FailurePolicy`].
+//! [`RedisConfig`] and [`FailurePolicy`].
 
 use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -11,23 +13,26 @@ use crate::error::{Error, Result};
 /// with every call (5 minutes and 24 hours by default), so one store can serve workers with
 /// different settings.
 ///
+/// The struct is `#[non_exhaustive]`: start from [`Default`] or [`from_url`](Self::from_url)
+/// and set the fields you need.
+///
 /// ```
 /// use std::time::Duration;
-/// use firefly_webhook_redis::{Config, FailurePolicy};
+/// use firefly_webhook_redis::{FailurePolicy, RedisConfig};
 ///
-/// let config = Config {
-///     url: "redis://:s3cret@10.0.0.5:6379/0".into(),
-///     key_prefix: "billing:webhooks".into(),
-///     command_timeout: Duration::from_millis(500),
-///     ..Config::default()
-/// };
+/// let mut config = RedisConfig::from_url("redis://:s3cret@10.0.0.5:6379/0");
+/// config.key_prefix = "billing:webhooks".into();
+/// config.command_timeout = Duration::from_millis(500);
+/// config.failure_policy = "fail_closed".parse()?;
 /// assert_eq!(config.failure_policy, FailurePolicy::FailClosed);
 /// assert!(!format!("{config:?}").contains("s3cret"));
+/// # Ok::<(), firefly_webhook_redis::UnknownFailurePolicy>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
-pub struct Config {
+#[non_exhaustive]
+pub struct RedisConfig {
     /// `redis://[[user]:password@]host[:port][/db]`, `rediss://…` for TLS (needs the
     /// `tls-native-tls` feature) or `redis+unix:///path`. Default `redis://127.0.0.1:6379`.
     pub url: String,
@@ -38,7 +43,8 @@ pub struct Config {
     /// Prepended to every key (default `firefly:webhooks`). Must not be empty nor contain `{` or
     /// `}`, which would break the Redis Cluster hash tag.
     pub key_prefix: String,
-    /// Upper bound for opening a connection and for waiting for a free one (default 1 s).
+    /// Upper bound for opening a connection and for waiting for a free one (default 1 s); also
+    /// bounds the start-up `PING` of [`RedisStore::connect`](crate::RedisStore::connect).
     #[cfg_attr(
         feature = "serde",
         serde(with = "millis", rename = "connect_timeout_ms")
@@ -53,9 +59,14 @@ pub struct Config {
     pub command_timeout: Duration,
     /// What to do when Redis cannot be reached (default [`FailurePolicy::FailClosed`]).
     pub failure_policy: FailurePolicy,
+    /// A PEM file with the CA certificate(s) that sign the server's certificate, for a
+    /// `rediss://` URL whose server the system trust store does not know (a private CA).
+    /// Trusted in addition to the system's roots. Unset by default. Needs the
+    /// `tls-native-tls` feature; not supported by `RedisStore::cluster`.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
-impl Default for Config {
+impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
@@ -64,11 +75,12 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             failure_policy: FailurePolicy::FailClosed,
+            tls_ca_file: None,
         }
     }
 }
 
-impl Config {
+impl RedisConfig {
     /// The default configuration for `url`.
     pub fn from_url(url: impl Into<String>) -> Self {
         Self {
@@ -93,15 +105,16 @@ impl Config {
     }
 }
 
-impl fmt::Debug for Config {
+impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("failure_policy", &self.failure_policy)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -123,6 +136,40 @@ pub enum FailurePolicy {
     /// processors that are idempotent on their own.
     FailOpen,
 }
+
+impl FailurePolicy {
+    /// The configuration name: `fail_closed` or `fail_open` (as serde writes it too).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail_closed",
+            Self::FailOpen => "fail_open",
+        }
+    }
+}
+
+impl fmt::Display for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FailurePolicy {
+    type Err = UnknownFailurePolicy;
+
+    /// Parses a configuration name, ignoring case and surrounding space.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        [Self::FailClosed, Self::FailOpen]
+            .into_iter()
+            .find(|policy| policy.as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| UnknownFailurePolicy(wanted.to_owned()))
+    }
+}
+
+/// A failure policy name that is neither `fail_closed` nor `fail_open`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure policy `{0}`")]
+pub struct UnknownFailurePolicy(pub String);
 
 /// `url` with its password (user-info or `password=` query parameter) replaced by `***`.
 pub(crate) fn redact_url(url: &str) -> String {
@@ -215,7 +262,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_password() {
-        let config = Config::from_url("redis://default:hunter2@127.0.0.1");
+        let config = RedisConfig::from_url("redis://default:hunter2@127.0.0.1");
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("default:***@127.0.0.1"), "{debug}");
@@ -223,41 +270,71 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(Config::default().validate().is_ok());
+        assert!(RedisConfig::default().validate().is_ok());
         for bad in [
-            Config {
+            RedisConfig {
                 pool_size: 0,
-                ..Config::default()
+                ..RedisConfig::default()
             },
-            Config {
+            RedisConfig {
                 key_prefix: String::new(),
-                ..Config::default()
+                ..RedisConfig::default()
             },
-            Config {
+            RedisConfig {
                 key_prefix: "a{b".into(),
-                ..Config::default()
+                ..RedisConfig::default()
             },
-            Config {
+            RedisConfig {
                 command_timeout: Duration::ZERO,
-                ..Config::default()
+                ..RedisConfig::default()
             },
         ] {
             assert!(matches!(bad.validate(), Err(Error::Config(_))), "{bad:?}");
         }
     }
 
+    #[test]
+    fn failure_policy_names_round_trip() {
+        for policy in [FailurePolicy::FailClosed, FailurePolicy::FailOpen] {
+            assert_eq!(policy.to_string().parse::<FailurePolicy>().unwrap(), policy);
+            assert_eq!(
+                format!(" {} ", policy.as_str().to_uppercase())
+                    .parse::<FailurePolicy>()
+                    .unwrap(),
+                policy
+            );
+        }
+        assert_eq!(FailurePolicy::FailOpen.to_string(), "fail_open");
+        assert_eq!(
+            "fail-open"
+                .parse::<FailurePolicy>()
+                .unwrap_err()
+                .to_string(),
+            "unknown failure policy `fail-open`"
+        );
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn serde_uses_milliseconds_and_defaults() {
-        let config: Config = serde_json::from_str(
-            r#"{"url":"redis://10.0.0.5","command_timeout_ms":250,"failure_policy":"fail_open"}"#,
+        let config: RedisConfig = serde_json::from_str(
+            r#"{"url":"redis://10.0.0.5","command_timeout_ms":250,"failure_policy":"fail_open",
+                "tls_ca_file":"/etc/redis/ca.crt"}"#,
         )
         .unwrap();
+        assert_eq!(
+            config.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/redis/ca.crt"))
+        );
         assert_eq!(config.url, "redis://10.0.0.5");
         assert_eq!(config.command_timeout, Duration::from_millis(250));
         assert_eq!(config.failure_policy, FailurePolicy::FailOpen);
-        assert_eq!(config.key_prefix, Config::default().key_prefix);
-        let back: Config = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(config.key_prefix, RedisConfig::default().key_prefix);
+        let back: RedisConfig =
+            serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
         assert_eq!(back, config);
+        for policy in [FailurePolicy::FailClosed, FailurePolicy::FailOpen] {
+            assert_eq!(serde_json::to_value(policy).unwrap(), policy.as_str());
+        }
     }
 }

@@ -11,13 +11,13 @@ pub enum Error {
     #[error("invalid redis store configuration: {0}")]
     Config(String),
     /// The connection pool could not be built.
-    #[error("could not build the redis connection pool: {0}")]
+    #[error("could not build the redis connection pool")]
     Pool(#[source] deadpool_redis::BuildError),
     /// Redis cannot be reached, or did not answer in time.
-    #[error("redis is unavailable: {0}")]
+    #[error("redis is unavailable")]
     Unavailable(#[source] BoxError),
     /// Redis answered with an error.
-    #[error("redis rejected the command: {0}")]
+    #[error("redis rejected the command")]
     Redis(#[source] RedisError),
     /// Redis answered with something the store did not expect.
     #[error("redis returned an unexpected reply: {0}")]
@@ -76,5 +76,36 @@ impl From<Error> for StoreError {
         } else {
             StoreError::Backend(Box::new(err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn display_leaves_the_cause_to_source() {
+        let io = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        let err = Error::from_redis(io);
+        assert!(err.is_unavailable());
+        assert_eq!(err.to_string(), "redis is unavailable");
+        let source = err.source().expect("the redis error is the source");
+        assert!(
+            source.to_string().contains("connection refused"),
+            "{source}"
+        );
+
+        let store = StoreError::from(err);
+        assert_eq!(store.to_string(), "idempotency store unavailable");
+        let chain: Vec<String> = std::iter::successors(store.source(), |e| (*e).source())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(chain[0], "redis is unavailable");
+        assert!(chain[1].contains("connection refused"), "{chain:?}");
     }
 }

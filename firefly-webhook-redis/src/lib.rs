@@ -12,6 +12,6 @@ pub use deadpool_redis;
 pub use deadpool_redis::redis;
 pub use firefly_webhook;
 
-pub use crate::config::{Config, FailurePolicy};
+pub use crate::config::{FailurePolicy, RedisConfig, UnknownFailurePolicy};
 pub use crate::error::{Error, Result};
 pub use crate::store::RedisStore;

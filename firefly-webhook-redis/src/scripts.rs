@@ -13,6 +13,14 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
 return {0, redis.call('PTTL', KEYS[1])}
 ";
 
+/// KEYS: processing. ARGV: token, lock TTL ms. Returns 1, or 0 when fenced (the lock expired
+/// or another token holds it).
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// KEYS: processing, processed. ARGV: token, processed TTL ms. Returns 1, or 0 when fenced.
 const COMPLETE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -78,6 +86,7 @@ impl Lua {
 /// All scripts, hashed once per store.
 pub(crate) struct Scripts {
     pub(crate) claim: Lua,
+    pub(crate) renew: Lua,
     pub(crate) complete: Lua,
     pub(crate) release: Lua,
     pub(crate) record_failure: Lua,
@@ -87,6 +96,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             claim: Lua::new(CLAIM),
+            renew: Lua::new(RENEW),
             complete: Lua::new(COMPLETE),
             release: Lua::new(RELEASE),
             record_failure: Lua::new(RECORD_FAILURE),

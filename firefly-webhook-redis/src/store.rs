@@ -3,15 +3,15 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, FromRedisValue, RedisResult, ToRedisArgs,
+    self, AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, RedisResult, ToRedisArgs,
 };
 use deadpool_redis::{Manager, Pool, Runtime};
-use firefly_webhook::{Claim, FencingToken, IdempotencyStore, StoreError, async_trait};
+use firefly_webhook::{Claim, FencingToken, IdempotencyStore, StoreError, async_trait, metric};
 
-use crate::config::{Config, FailurePolicy, redact_url};
+use crate::config::{FailurePolicy, RedisConfig, redact_url};
 use crate::error::{Error, Result};
 use crate::keys::{Keys, millis};
 use crate::lanes::{Conn, Lanes};
@@ -28,7 +28,7 @@ const MAX_ERROR_LEN: usize = 1024;
 /// and key prefix. Cheap to clone.
 ///
 /// Each call is one Lua script (one round trip), so a processed event costs two: `claim` and
-/// `complete`. See the [crate docs](crate) for the key layout and the failure policy.
+/// `complete`, plus one `renew` per third of the lock TTL that processing takes. See the [crate docs](crate) for the key layout and the failure policy.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -58,22 +58,18 @@ enum Backend {
 }
 
 impl RedisStore {
-    /// A store with the default [`Config`] for `url` (`redis://…`, `rediss://…`).
+    /// A store built from `config`, without I/O: it builds the connection pool, and the first
+    /// call opens the connections. Use [`connect`](Self::connect) to check Redis at start-up
+    /// instead.
     ///
-    /// Connects lazily: the first call opens the connections. Use [`ping`](Self::ping) to
-    /// check Redis at start-up.
-    pub fn from_url(url: impl Into<String>) -> Result<Self> {
-        Self::new(Config::from_url(url))
-    }
-
-    /// A store built from `config`. Connects lazily, like [`from_url`](Self::from_url).
-    pub fn new(config: Config) -> Result<Self> {
+    /// Fails only on a configuration that cannot work (see [`RedisConfig`]). The one local
+    /// I/O is reading [`tls_ca_file`](RedisConfig::tls_ca_file) when it is set.
+    pub fn new(config: RedisConfig) -> Result<Self> {
         config.validate()?;
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
-        // The driver's URL errors do not repeat the URL, so no password leaks through them.
-        let manager = Manager::new_with_config(config.url.as_str(), connection)
+        let manager = Manager::new_with_config(connection_info(&config)?, connection)
             .map_err(|err| Error::Config(format!("bad redis url: {err}")))?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -90,17 +86,47 @@ impl RedisStore {
         Ok(Self::with_backend(backend, redact_url(&config.url), config))
     }
 
+    /// [`new`](Self::new), then a `PING` that must succeed within
+    /// [`connect_timeout`](RedisConfig::connect_timeout): a store that answers, or an error at
+    /// start-up rather than at the first webhook.
+    ///
+    /// The failure policy does not apply here: an unreachable Redis is an error even under
+    /// [`FailurePolicy::FailOpen`].
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let limit = config.connect_timeout;
+        let store = Self::new(config)?;
+        match tokio::time::timeout(limit, store.ping()).await {
+            Ok(pong) => pong.map(|()| store),
+            Err(elapsed) => Err(Error::Unavailable(Box::new(elapsed))),
+        }
+    }
+
+    /// [`new`](Self::new) with the default [`RedisConfig`] for `url` (`redis://…`,
+    /// `rediss://…`): lazy, no I/O.
+    pub fn from_url(url: impl Into<String>) -> Result<Self> {
+        Self::new(RedisConfig::from_url(url))
+    }
+
     /// A store on a Redis Cluster, discovered from any of `nodes` (`redis://host:port` URLs).
-    /// `config.url` is not used; the other settings apply as for [`new`](Self::new).
+    /// `config.url` is not used; the other settings apply as for [`new`](Self::new), and like
+    /// it this does no I/O (call [`ping`](Self::ping) to check the cluster).
     ///
     /// Every script touches the keys of one event only, which share a hash tag and so a slot.
     #[cfg(feature = "cluster")]
-    pub fn cluster<I, S>(nodes: I, config: Config) -> Result<Self>
+    pub fn cluster<I, S>(nodes: I, config: RedisConfig) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         config.validate()?;
+        if config.tls_ca_file.is_some() {
+            // The driver takes a custom CA for a cluster only with rustls.
+            return Err(Error::Config(
+                "tls_ca_file is not supported for a redis cluster; add the CA to the system \
+                 trust store"
+                    .into(),
+            ));
+        }
         let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
         if nodes.is_empty() {
             return Err(Error::Config("a cluster needs at least one node".into()));
@@ -134,7 +160,7 @@ impl RedisStore {
         Ok(Self::with_backend(backend, target, config))
     }
 
-    fn with_backend(backend: Backend, target: String, config: Config) -> Self {
+    fn with_backend(backend: Backend, target: String, config: RedisConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 backend,
@@ -163,7 +189,9 @@ impl RedisStore {
         cmd.arg(keys.failures()).arg("count").arg("last_error");
         let (count, error): (Option<u64>, Option<String>) = self
             .inner
-            .exec(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .exec("failures", |mut conn| async move {
+                cmd.query_async(&mut conn).await
+            })
             .await?;
         Ok(count.map(|count| (count, error.unwrap_or_default())))
     }
@@ -172,7 +200,9 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         let pong: String = self
             .inner
-            .exec(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+            .exec("ping", |mut conn| async move {
+                redis::cmd("PING").query_async(&mut conn).await
+            })
             .await?;
         match pong.as_str() {
             "PONG" => Ok(()),
@@ -184,7 +214,12 @@ impl RedisStore {
     fn fails_open(&self, op: &str, key: &str, err: &Error) -> bool {
         let open = self.inner.policy == FailurePolicy::FailOpen && err.is_unavailable();
         if open {
-            tracing::warn!(op, key, error = %err, "redis unreachable, failing open: duplicates may be processed");
+            tracing::warn!(
+                op,
+                key,
+                error = err as &dyn std::error::Error,
+                "redis unreachable, failing open: duplicates may be processed"
+            );
         }
         open
     }
@@ -195,8 +230,21 @@ impl RedisStore {
 }
 
 impl Inner {
-    /// Runs `call` on a lane connection, turning failures into the crate error.
-    async fn exec<T, F, Fut>(&self, call: F) -> Result<T>
+    /// Runs `call` (the operation `op`) on a lane connection, turning failures into the crate
+    /// error, and reports its round trip in [`metric::STORE_SECONDS`] (and a failure in
+    /// [`metric::STORE_ERRORS_TOTAL`]).
+    async fn exec<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let result = self.call(call).await;
+        observe(op, started, &result);
+        result
+    }
+
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -228,13 +276,13 @@ impl Inner {
         }
     }
 
-    async fn run<K, A, T>(&self, script: &Lua, keys: &[K], args: A) -> Result<T>
+    async fn run<K, A, T>(&self, op: &'static str, script: &Lua, keys: &[K], args: A) -> Result<T>
     where
         K: ToRedisArgs + Sync,
         A: ToRedisArgs + Send,
         T: FromRedisValue,
     {
-        self.exec(|conn| script.run(conn, keys, args)).await
+        self.exec(op, |conn| script.run(conn, keys, args)).await
     }
 
     fn pool_size(&self) -> usize {
@@ -243,6 +291,22 @@ impl Inner {
             #[cfg(feature = "cluster")]
             Backend::Cluster { lanes, .. } => lanes.len(),
         }
+    }
+}
+
+/// One histogram sample per operation, and one count per failure: `ok`, `unavailable` (no
+/// answer: connection, timeout, pool) or `error` (Redis answered with an error).
+fn observe<T>(op: &'static str, started: Instant, result: &Result<T>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(err) if err.is_unavailable() => "unavailable",
+        Err(_) => "error",
+    };
+    metrics::histogram!(metric::STORE_SECONDS, metric::OP => op, metric::OUTCOME => outcome)
+        .record(started.elapsed());
+    if result.is_err() {
+        metrics::counter!(metric::STORE_ERRORS_TOTAL, metric::OP => op, metric::OUTCOME => outcome)
+            .increment(1);
     }
 }
 
@@ -287,6 +351,7 @@ impl IdempotencyStore for RedisStore {
         let reply: Result<Vec<i64>> = self
             .inner
             .run(
+                "claim",
                 &self.inner.scripts.claim,
                 &[keys.processing(), keys.processed()],
                 (token.as_str(), millis(lock_ttl)),
@@ -297,6 +362,35 @@ impl IdempotencyStore for RedisStore {
             Err(err) if self.fails_open("claim", key, &err) => {
                 Ok(Claim::Acquired(FencingToken::new(FAIL_OPEN_TOKEN)))
             }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        lock_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if self.is_fail_open_token(token) {
+            // A fail-open claim holds no lock: there is nothing to renew, and nothing to lose.
+            return Ok(());
+        }
+        let keys = Keys::new(&self.inner.prefix, key);
+        let reply: Result<i64> = self
+            .inner
+            .run(
+                "renew",
+                &self.inner.scripts.renew,
+                &[keys.processing()],
+                (token.as_str(), millis(lock_ttl)),
+            )
+            .await;
+        match reply {
+            Ok(ok) => fenced_unless(ok),
+            // Failing closed, the layer retries until the lock's TTL has run out and then stops
+            // the processor; failing open, processing goes on, as a fail-open claim would.
+            Err(err) if self.fails_open("renew", key, &err) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }
@@ -318,6 +412,7 @@ impl IdempotencyStore for RedisStore {
         let reply: Result<i64> = self
             .inner
             .run(
+                "complete",
                 &self.inner.scripts.complete,
                 &[keys.processing(), keys.processed()],
                 (token.as_str(), millis(processed_ttl)),
@@ -339,6 +434,7 @@ impl IdempotencyStore for RedisStore {
         let reply: Result<i64> = self
             .inner
             .run(
+                "release",
                 &self.inner.scripts.release,
                 &[keys.processing()],
                 token.as_str(),
@@ -361,6 +457,7 @@ impl IdempotencyStore for RedisStore {
         let count: u64 = self
             .inner
             .run(
+                "record_failure",
                 &self.inner.scripts.record_failure,
                 &[keys.failures()],
                 (truncate(error), millis(ttl)),
@@ -372,6 +469,46 @@ impl IdempotencyStore for RedisStore {
     async fn health(&self) -> Result<(), StoreError> {
         Ok(self.ping().await?)
     }
+}
+
+/// Where and how to connect: the URL, and [`RedisConfig::tls_ca_file`] as the trusted root
+/// when it is set.
+fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo> {
+    // The driver's URL errors do not repeat the URL, so no password leaks through them.
+    let info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|err| Error::Config(format!("bad redis url: {err}")))?;
+    match &config.tls_ca_file {
+        None => Ok(info),
+        Some(ca) => trusting(info, ca),
+    }
+}
+
+#[cfg(feature = "tls-native-tls")]
+fn trusting(info: redis::ConnectionInfo, ca: &std::path::Path) -> Result<redis::ConnectionInfo> {
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        return Err(Error::Config(
+            "tls_ca_file is set but the url is not rediss://".into(),
+        ));
+    }
+    let pem = std::fs::read(ca)
+        .map_err(|err| Error::Config(format!("cannot read tls_ca_file {}: {err}", ca.display())))?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    let client = redis::Client::build_with_tls(info, certificates)
+        .map_err(|err| Error::Config(format!("unusable tls_ca_file {}: {err}", ca.display())))?;
+    Ok(client.get_connection_info().clone())
+}
+
+#[cfg(not(feature = "tls-native-tls"))]
+fn trusting(_: redis::ConnectionInfo, _: &std::path::Path) -> Result<redis::ConnectionInfo> {
+    Err(Error::Config(
+        "tls_ca_file needs the `tls-native-tls` feature".into(),
+    ))
 }
 
 impl fmt::Debug for RedisStore {
@@ -388,6 +525,15 @@ impl fmt::Debug for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(not(feature = "tls-native-tls"))]
+    #[test]
+    fn a_ca_file_needs_the_tls_feature() {
+        let mut config = RedisConfig::from_url("rediss://127.0.0.1:6380");
+        config.tls_ca_file = Some("ca.crt".into());
+        let err = RedisStore::new(config).unwrap_err();
+        assert!(err.to_string().contains("tls-native-tls"), "{err}");
+    }
 
     #[test]
     fn claim_replies() {
@@ -433,19 +579,19 @@ mod tests {
             RedisStore::from_url("nope://x"),
             Err(Error::Config(_))
         ));
-        let config = Config {
+        let config = RedisConfig {
             key_prefix: "a}".into(),
-            ..Config::default()
+            ..RedisConfig::default()
         };
         assert!(matches!(RedisStore::new(config), Err(Error::Config(_))));
     }
 
     #[tokio::test]
     async fn fail_open_tokens_are_no_ops() {
-        let store = RedisStore::new(Config {
+        let store = RedisStore::new(RedisConfig {
             url: "redis://127.0.0.1:1".into(),
             failure_policy: FailurePolicy::FailOpen,
-            ..Config::default()
+            ..RedisConfig::default()
         })
         .unwrap();
         let Claim::Acquired(token) = store.claim("k", Duration::from_secs(1)).await.unwrap() else {
@@ -457,11 +603,27 @@ mod tests {
             .await
             .unwrap();
         store.release("k", &token).await.unwrap();
+        store
+            .renew("k", &token, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert!(matches!(
             store.record_failure("k", "e", Duration::from_secs(1)).await,
             Err(StoreError::Unavailable(_))
         ));
         assert!(store.health().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_on_an_unreachable_redis_even_when_failing_open() {
+        let mut config = RedisConfig::from_url("redis://127.0.0.1:1");
+        config.failure_policy = FailurePolicy::FailOpen;
+        let err = RedisStore::connect(config).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(matches!(
+            RedisStore::connect(RedisConfig::from_url("nope://x")).await,
+            Err(Error::Config(_))
+        ));
     }
 
     #[tokio::test]

@@ -23,7 +23,10 @@ fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
             h.insert("user-agent", "GitHub-Hookshot/abc".parse().unwrap());
             h.insert("x-github-event", "push".parse().unwrap());
             h.insert("x-github-delivery", format!("d-{i}").parse().unwrap());
-            WebhookEvent::new("github", body).with_headers(h)
+            // GitHub events are keyed by their body: each event needs a body of its own.
+            let mut own = format!("d-{i}:").into_bytes();
+            own.extend_from_slice(body);
+            WebhookEvent::new("github", own).with_headers(h)
         })
         .collect()
 }
@@ -34,7 +37,7 @@ async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool) -> Duration {
     for e in batch {
         publisher.publish("github", e).await.unwrap();
     }
-    let mut builder = Worker::builder(broker.subscriber()).concurrency(64);
+    let mut builder = Worker::builder(broker.subscriber_all()).concurrency(64);
     if !idempotency {
         builder = builder.without_idempotency();
     }

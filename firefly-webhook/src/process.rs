@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::BoxError;
+use crate::dead_letter::FailureCategory;
 use crate::event::WebhookEvent;
 use crate::subscribe::Position;
 use crate::verify::VerifyError;
-use crate::wire::FailureCategory;
 
 /// Your business logic: called once per webhook (idempotency and retries are handled around it).
 ///
@@ -75,20 +75,26 @@ impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
     }
 }
 
-/// A processor from an async closure.
+/// A processor from a closure that returns a future.
+///
+/// The closure borrows the event and the context; nothing is cloned per call. Take what the
+/// future needs before it starts (cloning `event.body` is cheap: it is reference counted):
 ///
 /// ```
 /// use firefly_webhook::process::{Outcome, processor_fn};
 ///
-/// let processor = processor_fn(|event, _ctx| async move {
-///     println!("{} bytes from {}", event.body.len(), event.provider);
-///     Ok(Outcome::Processed)
+/// let processor = processor_fn(|event, ctx| {
+///     let (body, attempt) = (event.body.clone(), ctx.attempt);
+///     async move {
+///         println!("{} bytes, attempt {attempt}", body.len());
+///         Ok(Outcome::Processed)
+///     }
 /// });
 /// # let _ = processor;
 /// ```
 pub fn processor_fn<F, Fut>(f: F) -> ProcessorFn<F>
 where
-    F: Fn(WebhookEvent, Context) -> Fut + Send + Sync + 'static,
+    F: Fn(&WebhookEvent, &Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Outcome, ProcessError>> + Send,
 {
     ProcessorFn { f }
@@ -109,11 +115,11 @@ impl<F> fmt::Debug for ProcessorFn<F> {
 #[async_trait]
 impl<F, Fut> WebhookProcessor for ProcessorFn<F>
 where
-    F: Fn(WebhookEvent, Context) -> Fut + Send + Sync + 'static,
+    F: Fn(&WebhookEvent, &Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Outcome, ProcessError>> + Send,
 {
     async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
-        (self.f)(event.clone(), ctx.clone()).await
+        (self.f)(event, ctx).await
     }
 }
 
@@ -140,16 +146,28 @@ impl Outcome {
 }
 
 /// A failed attempt: transient (retry) or permanent (dead-letter now).
-#[derive(Debug, thiserror::Error)]
-#[error("{source}")]
+///
+/// It is transparent: `Display` and `source()` are those of the error it wraps, so an error
+/// reporter prints each message once.
+#[derive(Debug)]
 pub struct ProcessError {
     kind: ErrorKind,
     category: FailureCategory,
-    #[source]
     source: BoxError,
-    /// Set by [`RetryPolicy`](crate::worker::RetryPolicy) when it stops retrying in process:
-    /// the attempt that failed last and the backoff it computed for the next one.
-    pub(crate) gave_up: Option<(u32, Option<Duration>)>,
+    decision: Option<RetryDecision>,
+}
+
+/// What a retry policy decided after the last failed attempt, carried on the
+/// [`ProcessError`] that leaves the stack so the worker settles the delivery accordingly.
+///
+/// [`RetryPolicy`](crate::worker::RetryPolicy) sets it when it stops retrying in process; a
+/// stack without one leaves it unset and the worker asks its own policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryDecision {
+    /// The attempt that failed last (1-based).
+    pub attempt: u32,
+    /// `Some(delay)`: redeliver after `delay` through the transport; `None`: dead-letter.
+    pub retry_in: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +189,7 @@ impl ProcessError {
             kind: ErrorKind::Transient { retry_after: None },
             category: FailureCategory::Processing,
             source: err.into(),
-            gave_up: None,
+            decision: None,
         }
     }
 
@@ -183,7 +201,7 @@ impl ProcessError {
             },
             category: FailureCategory::Processing,
             source: err.into(),
-            gave_up: None,
+            decision: None,
         }
     }
 
@@ -195,7 +213,7 @@ impl ProcessError {
             kind: ErrorKind::Deferred { retry_after: delay },
             category: FailureCategory::Processing,
             source: err.into(),
-            gave_up: None,
+            decision: None,
         }
     }
 
@@ -205,7 +223,7 @@ impl ProcessError {
             kind: ErrorKind::Permanent,
             category: FailureCategory::Unrecoverable,
             source: err.into(),
-            gave_up: None,
+            decision: None,
         }
     }
 
@@ -214,6 +232,24 @@ impl ProcessError {
     pub fn with_category(mut self, category: FailureCategory) -> Self {
         self.category = category;
         self
+    }
+
+    /// Records what the retry policy decided (see [`RetryDecision`]).
+    #[must_use]
+    pub fn with_decision(mut self, decision: RetryDecision) -> Self {
+        self.decision = Some(decision);
+        self
+    }
+
+    /// Records what the retry policy decided, in place (for `tower::retry::Policy`
+    /// implementations, which see the error by reference).
+    pub fn record_decision(&mut self, decision: RetryDecision) {
+        self.decision = Some(decision);
+    }
+
+    /// What the retry policy decided, if one ran.
+    pub fn decision(&self) -> Option<RetryDecision> {
+        self.decision
     }
 
     /// Whether this failure must not be retried.
@@ -256,6 +292,18 @@ impl ProcessError {
     }
 }
 
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for ProcessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
 impl From<BoxError> for ProcessError {
     fn from(err: BoxError) -> Self {
         Self::transient(err)
@@ -265,6 +313,32 @@ impl From<BoxError> for ProcessError {
 impl From<VerifyError> for ProcessError {
     fn from(err: VerifyError) -> Self {
         Self::permanent(err).with_category(FailureCategory::Validation)
+    }
+}
+
+/// The request flowing through the worker's tower stack: the event and its [`Context`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Job {
+    /// The event (shared: retries clone the job, not the body).
+    pub event: Arc<WebhookEvent>,
+    /// What the worker knows about this attempt.
+    pub ctx: Context,
+}
+
+impl Job {
+    /// A job for `event` with `ctx`.
+    pub fn new(event: impl Into<Arc<WebhookEvent>>, ctx: Context) -> Self {
+        Self {
+            event: event.into(),
+            ctx,
+        }
+    }
+}
+
+impl AsRef<WebhookEvent> for Job {
+    fn as_ref(&self) -> &WebhookEvent {
+        &self.event
     }
 }
 
@@ -282,6 +356,15 @@ pub struct Context {
     pub idempotency_key: String,
     /// When the gateway received the event.
     pub received_at: OffsetDateTime,
+    /// The token of the idempotency lock held for this attempt, set by the
+    /// [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer) (`None` without one).
+    ///
+    /// The layer renews the lock while the processor runs and stops the processor when the
+    /// lock is lost, but a write already in flight can still land after that. A processor
+    /// whose effect must not happen twice can store the token with its write and refuse a
+    /// write under an older one (for example, in the same transaction, compare it with the
+    /// token recorded for the event).
+    pub fencing_token: Option<FencingToken>,
 }
 
 impl Context {
@@ -298,6 +381,47 @@ impl Context {
             position,
             idempotency_key: idempotency_key.into(),
             received_at,
+            fencing_token: None,
         }
+    }
+
+    /// The same context with `token` as its [`fencing_token`](Self::fencing_token).
+    #[must_use]
+    pub fn with_fencing_token(mut self, token: FencingToken) -> Self {
+        self.fencing_token = Some(token);
+        self
+    }
+}
+
+/// Proof of ownership of an idempotency lock: a random value stored with the lock.
+///
+/// [`IdempotencyStore::claim`](crate::idempotency::IdempotencyStore::claim) hands one out;
+/// every later operation on the lock (renew, complete, release) is refused unless it presents
+/// the token the lock holds now, so a worker whose lock expired cannot act on a newer owner's
+/// claim.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FencingToken(String);
+
+impl FencingToken {
+    /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
+    /// non-cryptographic generator is enough.
+    pub fn random() -> Self {
+        Self(format!("{:032x}", fastrand::u128(..)))
+    }
+
+    /// Wraps a token read back from a store.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FencingToken({})", self.0)
     }
 }

@@ -1,13 +1,15 @@
 //! The [`Subscriber`] port: deliveries that are acked, retried later or dead-lettered.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::BoxError;
+use crate::dead_letter::DeadLetter;
 use crate::event::WebhookEvent;
-use crate::wire::DeadLetter;
 
 /// A source of deliveries for a [`Worker`](crate::worker::Worker).
 ///
@@ -21,12 +23,23 @@ pub trait Subscriber: Send + 'static {
     /// An `Err` is a transport problem (connection lost, ...); the worker logs it, backs off and
     /// calls `next` again, so implementations should reconnect by themselves.
     async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>>;
+
+    /// The consumer stops pulling (a [`Worker`](crate::worker::Worker) calls this when it
+    /// shuts down, before it waits for the deliveries in flight): no `next` call follows, and
+    /// the deliveries handed out are still settled. A transport that waits out retry delays
+    /// in the settling call (so that they count against the worker's concurrency) ends those
+    /// waits now and leaves the messages for redelivery. Does nothing by default.
+    fn stop(&mut self) {}
 }
 
 #[async_trait]
 impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
     async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>> {
         (**self).next().await
+    }
+
+    fn stop(&mut self) {
+        (**self).stop();
     }
 }
 
@@ -56,44 +69,66 @@ pub trait Acker: Send + Sync + 'static {
     async fn abandon(&self, event: &WebhookEvent, attempt: u32) -> Result<(), SubscribeError>;
 }
 
-/// Where a delivery sits in its transport.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Position {
-    /// The memory transport's per-destination sequence number.
-    Memory {
-        /// Sequence within the destination, starting at 0.
-        sequence: u64,
-    },
-    /// A Kafka record.
-    Kafka {
-        /// Topic name.
-        topic: String,
-        /// Partition number.
-        partition: i32,
-        /// Offset within the partition.
-        offset: i64,
-    },
-    /// An AMQP delivery.
-    Amqp {
-        /// The channel-scoped delivery tag.
-        delivery_tag: u64,
-        /// Whether the broker flagged the delivery as redelivered.
-        redelivered: bool,
-    },
+/// Where a delivery sits in its transport: the transport's name and a value the transport
+/// defines (a sequence number, a topic/partition/offset, a delivery tag).
+///
+/// The core knows no transport: adapters put their own type in and read it back with
+/// [`downcast_ref`](Self::downcast_ref). `Display` shows the value, for logs.
+///
+/// ```
+/// use firefly_webhook::Position;
+///
+/// let position = Position::new("memory", 7_u64);
+/// assert_eq!(position.transport(), "memory");
+/// assert_eq!(position.downcast_ref::<u64>(), Some(&7));
+/// assert_eq!(position.to_string(), "memory:7");
+/// ```
+#[derive(Clone)]
+pub struct Position {
+    transport: &'static str,
+    value: Arc<dyn PositionValue>,
+}
+
+trait PositionValue: Any + fmt::Display + fmt::Debug + Send + Sync {}
+
+impl<T: Any + fmt::Display + fmt::Debug + Send + Sync> PositionValue for T {}
+
+impl Position {
+    /// A position on `transport` (its short name, e.g. `"kafka"`) holding `value`.
+    pub fn new<T>(transport: &'static str, value: T) -> Self
+    where
+        T: fmt::Display + fmt::Debug + Send + Sync + 'static,
+    {
+        Self {
+            transport,
+            value: Arc::new(value),
+        }
+    }
+
+    /// The transport's short name.
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    /// The transport's value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        let value: &dyn Any = &*self.value;
+        value.downcast_ref()
+    }
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Memory { sequence } => write!(f, "memory#{sequence}"),
-            Self::Kafka {
-                topic,
-                partition,
-                offset,
-            } => write!(f, "{topic}/{partition}@{offset}"),
-            Self::Amqp { delivery_tag, .. } => write!(f, "amqp#{delivery_tag}"),
-        }
+        write!(f, "{}:{}", self.transport, self.value)
+    }
+}
+
+impl fmt::Debug for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Position")
+            .field(&self.transport)
+            .field(&self.value)
+            .finish()
     }
 }
 
@@ -188,12 +223,12 @@ impl fmt::Debug for Delivery {
 #[non_exhaustive]
 pub enum SubscribeError {
     /// The transport cannot be reached.
-    #[error("broker unavailable: {0}")]
+    #[error("broker unavailable")]
     Unavailable(#[source] BoxError),
     /// A received message does not follow the wire format.
-    #[error("message could not be decoded: {0}")]
+    #[error("message could not be decoded")]
     Decode(#[source] BoxError),
     /// Settling (ack, retry, dead-letter) failed; the message will be redelivered.
-    #[error("could not settle the delivery: {0}")]
+    #[error("could not settle the delivery")]
     Settle(#[source] BoxError),
 }

@@ -18,6 +18,8 @@
 //! | `ce_httpmethod`          | HTTP method                                                    |
 //! | `ce_httpquery`           | raw query string (absent when there was none)                  |
 //! | `ce_fireflywire`         | wire format version, `1`                                       |
+//! | `ce_traceparent`         | W3C `traceparent` of the ingest span (absent when the event has no trace) |
+//! | `ce_tracestate`          | W3C `tracestate` (absent when there is none)                   |
 //! | `http_{name}`            | one header per original HTTP header **value**, in order; names lower case |
 //!
 //! Values are the raw bytes of the attribute (UTF-8 for everything but `http_*`, which carry the
@@ -32,6 +34,13 @@
 //! `deadletterattempts`, `deadlettererrortype`, `deadletterat` (RFC 3339) and
 //! `deadletterdestination`. A redelivered message may carry `attempt` (1-based).
 //!
+//! `traceparent` and `tracestate` are the CloudEvents [distributed tracing extension]: the
+//! [`TraceContext`] of the span that ingested the event, so the
+//! worker's span continues the sender's trace (on AMQP `cloudEvents:traceparent`). A reader
+//! ignores a malformed one (the event then has no trace) rather than refusing the message.
+//!
+//! [distributed tracing extension]: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/extensions/distributed-tracing.md
+//!
 //! [CloudEvents 1.0]: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/spec.md
 
 use std::net::IpAddr;
@@ -41,7 +50,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::event::{EventId, WebhookEvent};
+use crate::dead_letter::{DeadLetter, FailureCategory};
+use crate::event::{DEFAULT_PREFIX, EventId, TraceContext, WebhookEvent};
 
 /// The version this crate writes in `fireflywire` and understands when reading.
 pub const WIRE_VERSION: &str = "1";
@@ -116,7 +126,7 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
 /// Encodes an event's metadata as message headers, in a stable order: CloudEvents attributes
 /// first, then the original HTTP headers. The body is the message value and is not included.
 pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
-    let mut out = Vec::with_capacity(12 + event.headers.len());
+    let mut out = Vec::with_capacity(14 + event.headers.len());
     let mut put = |name: &str, value: Bytes| out.push((attr(binding, name), value));
     put("specversion", Bytes::from_static(b"1.0"));
     put("id", text(&event.id.to_string()));
@@ -133,6 +143,12 @@ pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
         put("httpquery", text(q));
     }
     put("fireflywire", Bytes::from_static(WIRE_VERSION.as_bytes()));
+    if let Some(trace) = &event.trace {
+        put("traceparent", text(&trace.traceparent()));
+        if let Some(state) = trace.tracestate() {
+            put("tracestate", text(state));
+        }
+    }
     if binding.content_type_header
         && let Some(ct) = &event.content_type
     {
@@ -169,6 +185,8 @@ where
     let mut method = None;
     let mut query = None;
     let mut version = None;
+    let mut traceparent = None;
+    let mut tracestate = None;
     let mut ct = content_type.map(str::to_owned);
     let mut http_headers = HeaderMap::new();
 
@@ -197,6 +215,8 @@ where
                 "httpmethod" => &mut method,
                 "httpquery" => &mut query,
                 "fireflywire" => &mut version,
+                "traceparent" => &mut traceparent,
+                "tracestate" => &mut tracestate,
                 _ => continue,
             };
             *slot = Some(value);
@@ -232,7 +252,7 @@ where
         .transpose()?;
     let path = match source {
         Some(s) => utf8("source", s)?.to_owned(),
-        None => format!("/api/v1/webhook/{provider}"),
+        None => format!("{DEFAULT_PREFIX}/{provider}"),
     };
     let correlation_id = match correlation {
         Some(c) => utf8("correlationid", c)?.to_owned(),
@@ -241,6 +261,7 @@ where
     let query = query
         .map(|q| utf8("httpquery", q).map(str::to_owned))
         .transpose()?;
+    let trace = trace_context(traceparent, tracestate);
 
     let mut event = WebhookEvent::new(provider, body)
         .with_id(id)
@@ -248,11 +269,19 @@ where
         .with_query(query)
         .with_received_at(received_at)
         .with_source_ip(source_ip)
-        .with_correlation_id(correlation_id);
+        .with_correlation_id(correlation_id)
+        .with_trace(trace);
     event.method = method;
     event.headers = http_headers;
     event.content_type = ct;
     Ok(event)
+}
+
+/// Tracing is best effort: a malformed context is dropped, the event still processed.
+fn trace_context(traceparent: Option<&[u8]>, tracestate: Option<&[u8]>) -> Option<TraceContext> {
+    let parent = std::str::from_utf8(traceparent?).ok()?;
+    let state = tracestate.and_then(|v| std::str::from_utf8(v).ok());
+    TraceContext::parse(parent, state)
 }
 
 fn utf8<'a>(name: &'static str, value: &'a [u8]) -> Result<&'a str, WireError> {
@@ -266,43 +295,7 @@ fn invalid(name: &'static str, e: impl std::fmt::Display) -> WireError {
     }
 }
 
-/// Why a message was dead-lettered, as written next to the original message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// Human-readable reason (the last error's message).
-    pub reason: String,
-    /// Coarse failure class.
-    pub category: FailureCategory,
-    /// How many attempts were made.
-    pub attempts: u32,
-    /// The error's type or code, for grouping.
-    pub error_type: String,
-    /// When the message was given up on.
-    pub rejected_at: OffsetDateTime,
-    /// Where the message was originally published.
-    pub destination: String,
-}
-
 impl DeadLetter {
-    /// A dead-letter record rejected now.
-    pub fn new(
-        reason: impl Into<String>,
-        category: FailureCategory,
-        attempts: u32,
-        error_type: impl Into<String>,
-        destination: impl Into<String>,
-    ) -> Self {
-        Self {
-            reason: reason.into(),
-            category,
-            attempts,
-            error_type: error_type.into(),
-            rejected_at: OffsetDateTime::now_utc(),
-            destination: destination.into(),
-        }
-    }
-
     /// The dead-letter attributes as message headers, to add to the original message's headers.
     pub fn encode(&self, binding: Binding) -> Vec<WireHeader> {
         vec![
@@ -367,52 +360,6 @@ pub fn attempt_header(binding: Binding) -> String {
     attr(binding, "attempt")
 }
 
-/// Coarse classes of processing failure, recorded on dead-lettered messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureCategory {
-    /// The event is malformed or failed verification; retrying cannot help.
-    Validation,
-    /// The processor failed.
-    Processing,
-    /// The processor did not finish in time.
-    Timeout,
-    /// The processor said the failure is permanent.
-    Unrecoverable,
-}
-
-impl FailureCategory {
-    /// The lower-case name written on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Validation => "validation",
-            Self::Processing => "processing",
-            Self::Timeout => "timeout",
-            Self::Unrecoverable => "unrecoverable",
-        }
-    }
-}
-
-impl std::fmt::Display for FailureCategory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for FailureCategory {
-    type Err = WireError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "validation" => Self::Validation,
-            "processing" => Self::Processing,
-            "timeout" => Self::Timeout,
-            "unrecoverable" => Self::Unrecoverable,
-            other => return Err(invalid("deadlettercategory", other)),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +406,37 @@ mod tests {
                 event.received_at.unix_timestamp_nanos()
             );
         }
+    }
+
+    #[test]
+    fn trace_context_round_trips_on_both_bindings() {
+        const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::parse(PARENT, Some("congo=t61rcWkgMzE")).unwrap();
+        let event = sample().with_trace(Some(trace.clone()));
+        for (binding, name) in [
+            (Binding::KAFKA, "ce_traceparent"),
+            (Binding::AMQP, "cloudEvents:traceparent"),
+        ] {
+            let headers = encode(&event, binding);
+            let value = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
+            assert_eq!(value(name).unwrap(), PARENT.as_bytes());
+            let state = name.replace("traceparent", "tracestate");
+            assert_eq!(value(&state).unwrap(), "congo=t61rcWkgMzE".as_bytes());
+            let back = decode(as_refs(&headers), Bytes::new(), None, binding).unwrap();
+            assert_eq!(back.trace.as_ref(), Some(&trace));
+            assert_eq!(back.trace.unwrap().trace_id(), trace.trace_id());
+        }
+        // No trace, no attributes; a malformed one is ignored, not an error.
+        let headers = encode(&sample(), Binding::KAFKA);
+        assert!(!headers.iter().any(|(n, _)| n.starts_with("ce_trace")));
+        let mut headers = encode(&event, Binding::KAFKA);
+        for (n, v) in &mut headers {
+            if n == "ce_traceparent" {
+                *v = Bytes::from_static(b"00-nope");
+            }
+        }
+        let back = decode(as_refs(&headers), Bytes::new(), None, Binding::KAFKA).unwrap();
+        assert!(back.trace.is_none());
     }
 
     #[test]

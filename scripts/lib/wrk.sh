@@ -17,8 +17,10 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-GitHub-Event"] = "pull_request"
 wrk.body = [==[$body]==]
--- A fresh delivery id per request, as a provider sends: every webhook is new to the worker's
--- idempotency check (one identical body would be claimed once and skipped ever after).
+-- A fresh delivery id and a fresh body per request, as a provider sends: every webhook is new
+-- to the worker's idempotency check. (Without a verifier the GitHub key is a digest of the body,
+-- so one identical body would be claimed once and skipped ever after.) The first "number" of
+-- the body becomes a per-request counter of the same width.
 -- (Each wrk thread has its own Lua state with the same unseeded random sequence, so the thread
 -- number comes from setup(), which runs once per thread in the main state.)
 local threads = 0
@@ -26,11 +28,12 @@ function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
+local head, tail = wrk.body:match('^(.-"number":)%d+(.*)$')
 local n = 0
 request = function()
   n = n + 1
   wrk.headers["X-GitHub-Delivery"] = tid .. "-" .. n
-  return wrk.format()
+  return wrk.format(nil, nil, nil, head .. string.format("%d%09d", tid, n) .. tail)
 end
 EOF
 

@@ -7,6 +7,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 
+/// The same allocator as the gateway, so that the comparison is of the code, not of the
+/// allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn accept(body: Bytes) -> impl IntoResponse {
     (
         StatusCode::ACCEPTED,

@@ -5,6 +5,18 @@
 //! For diagnosis, `FIREFLY_BENCH_PUBLISHER=discard` replaces the broker and its consumer with a
 //! publisher that confirms and drops every event, isolating the HTTP ingest path's own cost;
 //! `FIREFLY_BENCH_WATCH=1` prints the deepest backlog of the `github` queue every second.
+//!
+//! `FIREFLY_BENCH_TELEMETRY=on` installs what the gateway installs for observability: the
+//! Prometheus recorder (no listener: nothing scrapes during the run) and a `tracing`
+//! subscriber at the gateway's default level (`info`, text lines to stderr), so that
+//! `scripts/bench` can measure what metrics and tracing cost (`metrics` or `tracing`: one of
+//! the two).
+//!
+//! `FIREFLY_BENCH_EDGE=on` serves through `firefly_webhook::serve::Server` with its default
+//! limits (header, idle and request timeouts, connection cap, HTTP/2 limits), as the gateway
+//! does, instead of plain `axum::serve`, which enforces none of them. The ingest service's own
+//! limits (in-flight cap, body byte budget, body timeout) are on in both cases: they cannot be
+//! switched off.
 
 use std::net::SocketAddr;
 
@@ -15,6 +27,11 @@ use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::{
     IngestLayer, IngestService, PublishError, Publisher, Subscriber, WebhookEvent, async_trait,
 };
+
+/// The same allocator as the gateway, so that the comparison is of the code, not of the
+/// allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Confirms and drops every event.
 struct Discard;
@@ -29,9 +46,28 @@ impl Publisher for Discard {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let listen = std::env::var("FIREFLY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let telemetry = std::env::var("FIREFLY_BENCH_TELEMETRY").unwrap_or_default();
+    if telemetry == "on" || telemetry == "metrics" {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(std::io::Error::other)?;
+        // Rendering now and then, as a scrape would, keeps the histograms drained.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                drop(recorder.render());
+            }
+        });
+    }
+    if telemetry == "on" || telemetry == "tracing" {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let broker = MemoryBroker::new(10_000);
 
-    let mut subscriber = broker.subscriber();
+    let mut subscriber = broker.subscriber_all();
     tokio::spawn(async move {
         while let Some(delivery) = subscriber.next().await {
             if let Ok(delivery) = delivery {
@@ -67,6 +103,12 @@ async fn main() -> std::io::Result<()> {
         .layer(IngestLayer::from_service(ingest));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     eprintln!("ingest listening on {listen}");
+    if std::env::var("FIREFLY_BENCH_EDGE").is_ok_and(|v| v == "on") {
+        firefly_webhook::serve::Server::new(listener)
+            .serve(app)
+            .await;
+        return Ok(());
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

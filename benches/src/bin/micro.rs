@@ -91,7 +91,7 @@ async fn main() {
 
     let bare = Router::new().route("/api/v1/webhook/{provider}", post(accept));
     let broker = MemoryBroker::new(1_000_000);
-    let mut subscriber = broker.subscriber();
+    let mut subscriber = broker.subscriber_all();
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = subscriber.next().await {
             let _ = delivery.ack().await;

@@ -7,28 +7,29 @@
 //! curl -i -X POST localhost:8080/api/v1/webhook/github -H 'content-type: application/json' -d '{"zen":"hi"}'
 //! ```
 //!
+//! Besides ingest it serves `GET /health/live`, `GET /health/ready`, `GET /openapi.json` and
+//! `GET /metrics` (Prometheus; on `FIREFLY_METRICS_LISTEN` instead when that is set, to keep
+//! it off a listener that faces the internet).
+//!
 //! Configuration: see the workspace README (`FIREFLY_*` variables).
 #![allow(clippy::print_stderr)]
 
-mod config;
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use firefly_webhook::health::{Liveness, Readiness};
-use firefly_webhook::idempotency::IdempotencyStore;
-use firefly_webhook::memory::MemoryBroker;
+use firefly_webhook::health::Liveness;
 use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor};
-use firefly_webhook::{
-    IngestLayer, IngestService, Publisher, Routing, Subscriber, Verifiers, WebhookEvent, Worker,
-    async_trait,
-};
+use firefly_webhook::{BoxError, IngestLayer, WebhookEvent, async_trait, http};
+use stack::{Defaults, LIVE_PATH, OPENAPI_PATH, READY_PATH, Settings, Telemetry, Transport};
 use tokio::sync::watch;
 
-use crate::config::{Config, TransportKind};
+/// mimalloc: the gateway allocates a few dozen small blocks per webhook, on one thread and
+/// frees them on another (ingest, then the worker); glibc's allocator spends a fifth of the
+/// CPU on that under load (see the performance notes in the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The in-process consumer: shows each webhook arriving.
 struct LogProcessor;
@@ -42,6 +43,8 @@ impl WebhookProcessor for LogProcessor {
             destination = %ctx.destination,
             bytes = event.body.len(),
             attempt = ctx.attempt,
+            correlation_id = %event.correlation_id,
+            trace_id = event.trace.as_ref().map(|t| tracing::field::display(t.trace_id())),
             "webhook received"
         );
         Ok(Outcome::Processed)
@@ -49,18 +52,15 @@ impl WebhookProcessor for LogProcessor {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(err) => {
-            eprintln!("gateway: {err}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    // Refused before anything connects: a broker needs no reachability for this.
+    let config =
+        match Settings::from_env(Defaults::GATEWAY).and_then(|c| c.check_ingest().map(|()| c)) {
+            Ok(c) => c,
+            Err(err) => {
+                eprintln!("gateway: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,116 +80,46 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A publisher plus, when the worker is on, a subscriber for it.
-struct Transport {
-    publisher: Arc<dyn Publisher>,
-    subscriber: Option<Box<dyn Subscriber>>,
-    name: &'static str,
-    /// The embedded broker, whose queue lives only in this process.
-    memory: Option<MemoryBroker>,
-}
-
-// Brokers other than memory connect asynchronously.
-#[cfg_attr(
-    not(any(feature = "kafka", feature = "amqp")),
-    allow(clippy::unused_async)
-)]
-async fn transport(config: &Config) -> Result<Transport, BoxError> {
-    match config.transport {
-        TransportKind::Memory => {
-            let broker = MemoryBroker::new(config.queue_capacity);
-            Ok(Transport {
-                publisher: Arc::new(broker.publisher()),
-                subscriber: config
-                    .worker
-                    .then(|| Box::new(broker.subscriber()) as Box<dyn Subscriber>),
-                name: "memory",
-                memory: Some(broker),
-            })
-        }
-        #[cfg(feature = "kafka")]
-        TransportKind::Kafka => {
-            use firefly_webhook_kafka::{
-                KafkaConfig, KafkaPublisher, KafkaSubscriber, SubscriberConfig,
-            };
-            let kafka = KafkaConfig::from_brokers(config.kafka_brokers.clone());
-            let publisher = KafkaPublisher::new(kafka.clone())?;
-            let subscriber = match worker_destinations(config) {
-                Some(topics) => {
-                    // Create the topics first, so the consumer finds them when it subscribes.
-                    for topic in &topics {
-                        if let Err(err) = publisher.ensure_topic(topic).await {
-                            tracing::warn!(topic, error = %err, "could not create the topic yet");
-                        }
-                    }
-                    let sub = SubscriberConfig::new(config.group.clone(), topics);
-                    Some(Box::new(KafkaSubscriber::new(&kafka, sub)?) as Box<dyn Subscriber>)
-                }
-                None => None,
-            };
-            Ok(Transport {
-                publisher: Arc::new(publisher),
-                subscriber,
-                name: "kafka",
-                memory: None,
-            })
-        }
-        #[cfg(not(feature = "kafka"))]
-        TransportKind::Kafka => Err("FIREFLY_TRANSPORT=kafka needs `--features kafka`".into()),
-        #[cfg(feature = "amqp")]
-        TransportKind::Amqp => {
-            use firefly_webhook_amqp::{AmqpConfig, AmqpPublisher, AmqpSubscriber};
-            let amqp = AmqpConfig::from_url(config.amqp_url.0.clone());
-            let publisher = AmqpPublisher::connect(amqp.clone()).await?;
-            let subscriber =
-                match worker_destinations(config) {
-                    Some(queues) => Some(Box::new(AmqpSubscriber::connect(amqp, queues).await?)
-                        as Box<dyn Subscriber>),
-                    None => None,
-                };
-            Ok(Transport {
-                publisher: Arc::new(publisher),
-                subscriber,
-                name: "amqp",
-                memory: None,
-            })
-        }
-        #[cfg(not(feature = "amqp"))]
-        TransportKind::Amqp => Err("FIREFLY_TRANSPORT=amqp needs `--features amqp`".into()),
-    }
-}
-
-async fn run(config: Config) -> Result<(), BoxError> {
-    // FIREFLY_VERIFY_<PROVIDER>, FIREFLY_SECRET_<PROVIDER>, ...: checked before connecting.
-    let verifiers = Verifiers::from_env()?;
-    let transport = transport(&config).await?;
-    let mut ingest = IngestService::new(Arc::clone(&transport.publisher))
-        .max_body_bytes(config.max_body_bytes)
-        .trusted_proxies(config.trusted_proxies.clone())
-        .routing(Routing::provider().prefix(config.topic_prefix.clone()))
-        .verifiers(verifiers);
-    if let Some(providers) = &config.providers {
-        ingest = ingest.providers(providers);
-    }
-
-    let readiness = Readiness::new().publisher(transport.name, Arc::clone(&transport.publisher));
-    let app = Router::new()
+async fn run(config: Settings) -> Result<(), BoxError> {
+    let telemetry = Telemetry::install(&config, "gateway")?;
+    let transport = Transport::connect(&config).await?;
+    let publisher = config.publisher(&transport).await?;
+    let ingest = telemetry.trace(config.ingest(Arc::clone(&publisher)));
+    let readiness = config.readiness(transport.name(), publisher);
+    let openapi: Arc<str> = stack::openapi(&ingest, config.metrics_listen.is_none())
+        .to_json()?
+        .into();
+    let mut app = Router::new()
         .route(
             "/",
             get(|| async { "firefly-webhook gateway: POST /api/v1/webhook/{provider}\n" }),
         )
-        .route_service("/health/live", Liveness)
-        .route_service("/health/ready", readiness)
-        .layer(IngestLayer::from(ingest));
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let body = String::from(&*openapi);
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route_service(LIVE_PATH, Liveness)
+        .route_service(READY_PATH, readiness.clone());
+    // Metrics tell provider names and volumes: where the main listener faces the internet,
+    // FIREFLY_METRICS_LISTEN moves them to an address only the scraper reaches.
+    match config.metrics_listen {
+        None => app = app.merge(telemetry.routes(Some(readiness))),
+        Some(addr) => {
+            let bound = telemetry.serve(addr, Some(readiness)).await?;
+            tracing::info!(listen = %bound, "metrics on their own listener");
+        }
+    }
+    let app = app.layer(IngestLayer::from(ingest));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let store = idempotency_store(&config).await?;
-    let worker = transport.subscriber.map(|subscriber| {
-        let mut builder = Worker::builder(subscriber).concurrency(config.concurrency);
+    let store = stack::idempotency_store(&config).await?;
+    let worker = worker_subscriber(&config, &transport)?.map(|subscriber| {
+        let mut builder = telemetry.trace_worker(config.worker(subscriber));
         if let Some(store) = store {
-            builder = builder.idempotency_shared(store);
+            builder = builder.idempotency(store);
         }
         let worker = builder.build(LogProcessor);
         let mut stop = stop_rx.clone();
@@ -198,23 +128,19 @@ async fn run(config: Config) -> Result<(), BoxError> {
         }))
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let server = config.server().await?;
     tracing::info!(
-        listen = %listener.local_addr()?,
-        transport = transport.name,
+        listen = %server.local_addr()?,
+        transport = transport.name(),
         worker = worker.is_some(),
         "gateway ready: POST /api/v1/webhook/{{provider}}"
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    server.serve_until(app, shutdown_signal()).await;
 
-    // The server has finished its in-flight requests; now let the worker drain.
-    tracing::info!("shutting down");
-    match (&transport.memory, worker) {
+    // The server has finished its in-flight requests (or given up on them after
+    // FIREFLY_SHUTDOWN_TIMEOUT); now let the worker drain.
+    tracing::info!("server stopped");
+    match (transport.memory(), worker) {
         // Accepted events live only in this process: process everything queued before
         // exiting (closing the broker ends the subscription once it is empty).
         (Some(broker), Some(mut handle)) => {
@@ -248,45 +174,29 @@ async fn run(config: Config) -> Result<(), BoxError> {
         }
         _ => {}
     }
+    telemetry.shutdown().await;
     Ok(())
 }
 
-/// The topics / queues the in-process worker consumes on a broker, when it runs.
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
-fn worker_destinations(config: &Config) -> Option<Vec<String>> {
+/// What the in-process worker consumes, when it runs: everything on the memory transport;
+/// on a broker, `FIREFLY_DESTINATIONS` (or the allowlisted providers).
+fn worker_subscriber(
+    config: &Settings,
+    transport: &Transport,
+) -> Result<Option<Box<dyn firefly_webhook::Subscriber>>, BoxError> {
     if !config.worker {
-        return None;
+        return Ok(None);
     }
-    if config.destinations.is_none() {
+    if let Some(memory) = transport.memory() {
+        return Ok(Some(Box::new(memory.subscriber_all())));
+    }
+    let Some(destinations) = &config.destinations else {
         tracing::info!(
             "in-process worker off: on a broker it needs FIREFLY_PROVIDERS or FIREFLY_DESTINATIONS to know what to consume"
         );
-    }
-    config.destinations.clone()
-}
-
-/// Redis when `FIREFLY_REDIS_URL` is set (with `--features redis`), else the worker's own
-/// memory store.
-#[allow(clippy::unused_async)]
-async fn idempotency_store(config: &Config) -> Result<Option<Arc<dyn IdempotencyStore>>, BoxError> {
-    let Some(url) = &config.redis_url else {
         return Ok(None);
     };
-    #[cfg(feature = "redis")]
-    {
-        let store = firefly_webhook_redis::RedisStore::from_url(url.0.as_str())?;
-        if let Err(err) = store.ping().await {
-            // Fail closed: deliveries wait (unacked) until Redis is back.
-            tracing::warn!(error = %err, "redis unreachable; processing waits until it is back");
-        }
-        tracing::info!("idempotency shared through redis");
-        Ok(Some(Arc::new(store)))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = &url.0;
-        Err("FIREFLY_REDIS_URL needs the gateway built with `--features redis`".into())
-    }
+    transport.subscriber(destinations).map(Some)
 }
 
 async fn shutdown_signal() {
@@ -310,4 +220,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+    tracing::info!("shutting down: finishing the requests in progress");
 }

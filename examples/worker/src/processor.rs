@@ -8,9 +8,9 @@ use firefly_webhook::{WebhookEvent, async_trait};
 
 /// Counts GitHub pushes and Stripe payments; everything else is skipped.
 #[derive(Debug, Default)]
-pub struct OrderProcessor {
-    pub pushes: AtomicU64,
-    pub payments: AtomicU64,
+pub(crate) struct OrderProcessor {
+    pub(crate) pushes: AtomicU64,
+    pub(crate) payments: AtomicU64,
 }
 
 #[async_trait]

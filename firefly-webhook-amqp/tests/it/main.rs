@@ -3,7 +3,13 @@
 //! Every test uses its own exchanges and queues (a random prefix) and deletes them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod declare;
+mod depth;
+mod dlq;
 mod publish;
+#[path = "../../../firefly-webhook/tests/support/recorded.rs"]
+mod recorded;
+mod settle;
 mod subscribe;
 mod worker;
 
@@ -16,7 +22,7 @@ use firefly_webhook_amqp::lapin::types::FieldTable;
 use firefly_webhook_amqp::lapin::{
     Channel, Connection, ConnectionProperties, message::BasicGetMessage,
 };
-use firefly_webhook_amqp::{AmqpConfig, topology};
+use firefly_webhook_amqp::{AmqpBroker, AmqpConfig, AmqpSubscriber, topology};
 
 pub(crate) const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -47,6 +53,11 @@ impl Scope {
             connection,
             channel,
         }
+    }
+
+    /// A broker on this scope's names, its publisher connected.
+    pub(crate) async fn broker(&self) -> AmqpBroker {
+        AmqpBroker::connect(self.config.clone()).await.unwrap()
     }
 
     /// Number of ready messages in `queue`.
@@ -98,6 +109,17 @@ pub(crate) fn sample(provider: &str) -> WebhookEvent {
         .with_headers(headers)
         .with_query(Some("x=1".to_owned()))
         .with_source_ip(Some("203.0.113.7".parse().unwrap()))
+}
+
+/// `broker`'s subscriber of `destinations`, connected: its queues exist once this returns.
+pub(crate) async fn subscribe<const N: usize>(
+    broker: &AmqpBroker,
+    destinations: [&str; N],
+) -> AmqpSubscriber {
+    let mut subscriber = broker.subscriber(destinations).unwrap();
+    subscriber.connect().await.unwrap();
+    assert!(subscriber.is_connected());
+    subscriber
 }
 
 /// Bounds a future in a test, so a bug shows as a failure rather than a hang.

@@ -1,9 +1,10 @@
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use firefly_webhook::wire::{self, Binding};
-use firefly_webhook::{PublishError, Publisher, WebhookEvent};
+use firefly_webhook::{Broker, PublishError, Publisher, WebhookEvent};
 use firefly_webhook_amqp::lapin::types::{AMQPValue, ShortString};
-use firefly_webhook_amqp::{AmqpConfig, AmqpPublisher, Error, topology};
+use firefly_webhook_amqp::{AmqpBroker, AmqpConfig, Error, topology};
 
 use crate::{Scope, sample, within};
 
@@ -11,7 +12,7 @@ use crate::{Scope, sample, within};
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn published_message_reaches_a_raw_consumer_unchanged() {
     let scope = Scope::new(&["github"]).await;
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let publisher = scope.broker().await.publisher();
     publisher.health().await.unwrap();
     let event = sample("github");
 
@@ -75,7 +76,7 @@ async fn unroutable_publish_is_an_error_not_a_silent_loss() {
     topology::declare_exchanges(&scope.channel, &scope.config)
         .await
         .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let publisher = scope.broker().await.publisher();
 
     let err = within(publisher.send("nobody-listens", &sample("x")))
         .await
@@ -108,7 +109,7 @@ async fn unroutable_publish_is_an_error_not_a_silent_loss() {
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn concurrent_publishes_are_all_confirmed_and_decodable() {
     let scope = Scope::new(&["many"]).await;
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let publisher = scope.broker().await.publisher();
     let events: Vec<WebhookEvent> = (0..200).map(|_| sample("many")).collect();
     let pending = events.iter().map(|e| publisher.publish("many", e.clone()));
     for result in within(futures_util::future::join_all(pending)).await {
@@ -152,21 +153,46 @@ async fn concurrent_publishes_are_all_confirmed_and_decodable() {
 async fn publishing_without_a_broker_fails_fast_as_unavailable() {
     let mut config = AmqpConfig::from_url("amqp://guest:guest@127.0.0.1:1/%2f");
     config.operation_timeout = Duration::from_secs(1);
-    let publisher = AmqpPublisher::new(config.clone());
+    let broker = AmqpBroker::new(config.clone()).unwrap();
+    let publisher = broker.publisher();
     let err = within(publisher.publish("x", WebhookEvent::new("x", "{}")))
         .await
         .unwrap_err();
     assert!(matches!(err, PublishError::Unavailable(_)), "{err:?}");
     assert!(err.is_retryable());
     assert!(publisher.health().await.is_err());
-    assert!(within(AmqpPublisher::connect(config)).await.is_err());
+    assert!(broker.health().await.is_err());
+    // `connect` reports why the last attempt failed, not just that time ran out.
+    let err = within(AmqpBroker::connect(config)).await.unwrap_err();
+    assert!(matches!(err, Error::Amqp(_)), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
+async fn a_lazy_broker_connects_on_first_use() {
+    let scope = Scope::new(&["lazy"]).await;
+    let broker = AmqpBroker::new(scope.config.clone()).unwrap();
+    assert_eq!(broker.name(), "amqp");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!broker.is_connected(), "connected before first use");
+
+    // The first publish waits for the connection instead of failing.
+    within(broker.publisher().publish("lazy", sample("lazy")))
+        .await
+        .unwrap();
+    assert!(broker.is_connected());
+    broker.health().await.unwrap();
+    assert_eq!(scope.depth(&scope.config.queue("lazy")).await, 1);
+
+    drop(broker);
+    scope.cleanup().await;
 }
 
 #[tokio::test]
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn oversized_headers_are_rejected_without_hurting_the_connection() {
     let scope = Scope::new(&["big"]).await;
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let publisher = scope.broker().await.publisher();
     let mut headers = firefly_webhook::http::HeaderMap::new();
     for i in 0..40 {
         let name: firefly_webhook::http::HeaderName = format!("x-big-{i}").parse().unwrap();
@@ -184,36 +210,71 @@ async fn oversized_headers_are_rejected_without_hurting_the_connection() {
     scope.cleanup().await;
 }
 
-#[tokio::test]
-#[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
-async fn a_refused_declaration_fails_that_publish_only() {
-    let scope = Scope::new(&["clash", "fine"]).await;
-    // Someone declared the queue with other arguments: RabbitMQ answers 406 and closes the
-    // declaring channel.
-    scope
-        .channel
-        .queue_declare(
-            scope.config.queue("clash").as_str().into(),
-            firefly_webhook_amqp::lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            firefly_webhook_amqp::lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+/// Closes the broker side of every connection whose client properties mention `name`.
+fn close_connections(name: &str) -> usize {
+    let rabbitmqctl = |args: &[&str]| {
+        Command::new("rabbitmqctl")
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .expect("rabbitmqctl")
+    };
+    let listed = rabbitmqctl(&[
+        "list_connections",
+        "--quiet",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        if let Some((pid, properties)) = line.split_once('\t')
+            && properties.contains(name)
+        {
+            assert!(
+                rabbitmqctl(&["close_connection", pid, "test"])
+                    .status
+                    .success()
+            );
+            closed += 1;
+        }
+    }
+    closed
+}
 
-    let err = within(publisher.publish("clash", sample("clash")))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, PublishError::Unavailable(_)), "{err:?}");
-    // The connection and its publishing channels are untouched.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(publisher.is_connected());
-    within(publisher.publish("fine", sample("fine")))
+#[tokio::test]
+#[ignore = "needs rabbitmq on 127.0.0.1:5672 and rabbitmqctl; run scripts/test"]
+async fn a_destination_is_declared_again_after_a_reconnect() {
+    let scope = Scope::new(&["again"]).await;
+    let publisher = scope.broker().await.publisher();
+    within(publisher.publish("again", sample("again")))
         .await
         .unwrap();
+    // The broker lost the queues and then the connection (as after a node reset).
+    topology::delete_destination(&scope.channel, &scope.config, "again")
+        .await
+        .unwrap();
+    let name = format!("{} (publisher)", scope.config.connection_name);
+    let closed = tokio::task::spawn_blocking(move || close_connections(&name))
+        .await
+        .unwrap();
+    assert_eq!(closed, 1);
+
+    // Publishes fail while it reconnects, then succeed: the new connection declared the
+    // destination again before its first publish.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match within(publisher.publish("again", sample("again"))).await {
+            Ok(()) => break,
+            Err(e) if attempts < 100 => {
+                eprintln!("while reconnecting: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    }
+    assert_eq!(scope.depth(&scope.config.queue("again")).await, 1);
 
     drop(publisher);
     scope.cleanup().await;

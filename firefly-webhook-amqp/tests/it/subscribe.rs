@@ -1,13 +1,13 @@
 use std::time::Duration;
 
-use firefly_webhook::wire::{Binding, DeadLetter, FailureCategory};
-use firefly_webhook::{Delivery, Position, Publisher, Subscriber};
+use firefly_webhook::wire::Binding;
+use firefly_webhook::{DeadLetter, Delivery, FailureCategory, Publisher, Subscriber};
 use firefly_webhook_amqp::lapin::BasicProperties;
 use firefly_webhook_amqp::lapin::options::BasicPublishOptions;
 use firefly_webhook_amqp::lapin::types::AMQPValue;
-use firefly_webhook_amqp::{AmqpPublisher, AmqpSubscriber};
+use firefly_webhook_amqp::{AmqpSubscriber, AmqpTag};
 
-use crate::{Scope, sample, within};
+use crate::{Scope, sample, subscribe, within};
 
 async fn next(subscriber: &mut AmqpSubscriber) -> Delivery {
     within(async {
@@ -33,10 +33,9 @@ fn text<'a>(headers: &'a firefly_webhook_amqp::lapin::types::FieldTable, name: &
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn subscriber_decodes_what_the_publisher_sent() {
     let scope = Scope::new(&["a", "b"]).await;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["a", "b"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["a", "b"]).await;
+    let publisher = broker.publisher();
     let (ea, eb) = (sample("a"), sample("b"));
     publisher.publish("a", ea.clone()).await.unwrap();
     publisher.publish("b", eb.clone()).await.unwrap();
@@ -45,13 +44,9 @@ async fn subscriber_decodes_what_the_publisher_sent() {
     for _ in 0..2 {
         let delivery = next(&mut subscriber).await;
         assert_eq!(delivery.attempt, 1);
-        assert!(matches!(
-            delivery.position,
-            Position::Amqp {
-                redelivered: false,
-                ..
-            }
-        ));
+        assert_eq!(delivery.position.transport(), "amqp");
+        let tag = delivery.position.downcast_ref::<AmqpTag>().unwrap();
+        assert!(!tag.redelivered, "{tag}");
         let expected = if delivery.destination == "a" {
             &ea
         } else {
@@ -73,7 +68,7 @@ async fn subscriber_decodes_what_the_publisher_sent() {
     assert_eq!(scope.depth(&scope.config.queue("a")).await, 0);
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -81,36 +76,29 @@ async fn subscriber_decodes_what_the_publisher_sent() {
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn a_consumer_that_dies_before_ack_gets_the_message_redelivered_elsewhere() {
     let scope = Scope::new(&["crash"]).await;
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let publisher = broker.publisher();
     let event = sample("crash");
     publisher.publish("crash", event.clone()).await.unwrap();
 
-    let mut first = AmqpSubscriber::connect(scope.config.clone(), ["crash"])
-        .await
-        .unwrap();
+    let mut first = subscribe(&broker, ["crash"]).await;
     let delivery = next(&mut first).await;
     assert_eq!(delivery.event.id, event.id);
     // The process dies: the delivery is never settled and the connection goes away.
     drop(delivery);
     drop(first);
 
-    let mut second = AmqpSubscriber::connect(scope.config.clone(), ["crash"])
-        .await
-        .unwrap();
+    let mut second = subscribe(&broker, ["crash"]).await;
     let again = next(&mut second).await;
     assert_eq!(again.event.id, event.id);
     assert_eq!(again.event.body, event.body);
-    assert!(matches!(
-        again.position,
-        Position::Amqp {
-            redelivered: true,
-            ..
-        }
-    ));
+    let tag = again.position.downcast_ref::<AmqpTag>().unwrap();
+    assert!(tag.redelivered, "{tag}");
+    assert!(again.position.to_string().ends_with(" (redelivered)"));
     again.ack().await.unwrap();
 
     second.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -118,10 +106,9 @@ async fn a_consumer_that_dies_before_ack_gets_the_message_redelivered_elsewhere(
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn transient_failures_are_retried_later_with_rising_attempts_then_succeed() {
     let scope = Scope::new(&["flaky"]).await;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["flaky"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["flaky"]).await;
+    let publisher = broker.publisher();
     let event = sample("flaky");
     publisher.publish("flaky", event.clone()).await.unwrap();
 
@@ -152,7 +139,7 @@ async fn transient_failures_are_retried_later_with_rising_attempts_then_succeed(
     );
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -161,10 +148,9 @@ async fn transient_failures_are_retried_later_with_rising_attempts_then_succeed(
 async fn always_failing_messages_reach_the_dead_letter_queue_with_metadata() {
     const MAX_ATTEMPTS: u32 = 3;
     let scope = Scope::new(&["doomed"]).await;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["doomed"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["doomed"]).await;
+    let publisher = broker.publisher();
     let event = sample("doomed");
     publisher.publish("doomed", event.clone()).await.unwrap();
 
@@ -216,7 +202,7 @@ async fn always_failing_messages_reach_the_dead_letter_queue_with_metadata() {
     assert_eq!(scope.depth(&scope.config.queue("doomed")).await, 0);
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -224,9 +210,8 @@ async fn always_failing_messages_reach_the_dead_letter_queue_with_metadata() {
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn undecodable_messages_are_dead_lettered_not_fatal() {
     let scope = Scope::new(&["junk"]).await;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["junk"])
-        .await
-        .unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["junk"]).await;
     // Not the wire format: no headers at all.
     scope
         .channel
@@ -241,7 +226,7 @@ async fn undecodable_messages_are_dead_lettered_not_fatal() {
         .unwrap()
         .await
         .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let publisher = broker.publisher();
     let event = sample("junk");
     publisher.publish("junk", event.clone()).await.unwrap();
 
@@ -259,7 +244,7 @@ async fn undecodable_messages_are_dead_lettered_not_fatal() {
     );
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -267,10 +252,9 @@ async fn undecodable_messages_are_dead_lettered_not_fatal() {
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn abandoned_deliveries_come_back() {
     let scope = Scope::new(&["later"]).await;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["later"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["later"]).await;
+    let publisher = broker.publisher();
     let event = sample("later");
     publisher.publish("later", event.clone()).await.unwrap();
 
@@ -281,7 +265,7 @@ async fn abandoned_deliveries_come_back() {
     again.ack().await.unwrap();
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }
 
@@ -290,10 +274,9 @@ async fn abandoned_deliveries_come_back() {
 async fn classic_queues_retry_and_dead_letter_too() {
     let mut scope = Scope::new(&["classic"]).await;
     scope.config.queue_type = firefly_webhook_amqp::QueueType::Classic;
-    let mut subscriber = AmqpSubscriber::connect(scope.config.clone(), ["classic"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let mut subscriber = subscribe(&broker, ["classic"]).await;
+    let publisher = broker.publisher();
     let event = sample("classic");
     publisher.publish("classic", event.clone()).await.unwrap();
 
@@ -307,6 +290,6 @@ async fn classic_queues_retry_and_dead_letter_too() {
     assert_eq!(message.delivery.data, event.body.as_ref());
 
     subscriber.close().await;
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }

@@ -9,19 +9,17 @@ use std::time::Duration;
 use firefly_webhook::wire::Binding;
 use firefly_webhook::{Outcome, ProcessError, Publisher, RetryPolicy, Worker, processor_fn};
 use firefly_webhook_amqp::lapin::types::AMQPValue;
-use firefly_webhook_amqp::{AmqpPublisher, AmqpSubscriber};
 use tokio::sync::Notify;
 
-use crate::{Scope, sample, within};
+use crate::{Scope, sample, subscribe, within};
 
 #[tokio::test]
 #[ignore = "needs rabbitmq on 127.0.0.1:5672; run scripts/test"]
 async fn worker_retries_through_delay_queues_then_succeeds_or_dead_letters() {
     let scope = Scope::new(&["work"]).await;
-    let subscriber = AmqpSubscriber::connect(scope.config.clone(), ["work"])
-        .await
-        .unwrap();
-    let publisher = AmqpPublisher::connect(scope.config.clone()).await.unwrap();
+    let broker = scope.broker().await;
+    let subscriber = subscribe(&broker, ["work"]).await;
+    let publisher = broker.publisher();
     let flaky = sample("work");
     let doomed = sample("work");
     let (flaky_id, doomed_id) = (flaky.id, doomed.id);
@@ -39,20 +37,21 @@ async fn worker_retries_through_delay_queues_then_succeeds_or_dead_letters() {
                 Arc::clone(&done),
                 Arc::clone(&finals),
             );
+            let (id, attempt) = (event.id, ctx.attempt);
             async move {
                 attempts
                     .lock()
                     .unwrap()
-                    .entry(event.id)
+                    .entry(id)
                     .or_default()
-                    .push(ctx.attempt);
-                let last = ctx.attempt >= 3;
+                    .push(attempt);
+                let last = attempt >= 3;
                 // Stop once both events had their last attempt (the worker drains in-flight
                 // settlement, dead-lettering included, before `run_until` returns).
                 if last && finals.fetch_add(1, Ordering::AcqRel) == 1 {
                     done.notify_one();
                 }
-                if event.id == flaky_id && last {
+                if id == flaky_id && last {
                     return Ok(Outcome::Processed);
                 }
                 Err(ProcessError::transient(std::io::Error::other(
@@ -61,9 +60,13 @@ async fn worker_retries_through_delay_queues_then_succeeds_or_dead_letters() {
             }
         })
     };
-    // Every retry goes back to RabbitMQ (nothing is waited out in process).
+    // Every retry goes back to RabbitMQ (nothing is waited out in process). No pause: with it,
+    // the doomed event's last failure, if it came before the flaky one's success was recorded,
+    // would count as "other events fail too" and be given back instead of dead-lettered (the
+    // pause's own tests cover that).
     let worker = Worker::builder(subscriber)
         .concurrency(4)
+        .without_pause()
         .without_idempotency()
         .retry(
             RetryPolicy::new()
@@ -108,6 +111,6 @@ async fn worker_retries_through_delay_queues_then_succeeds_or_dead_letters() {
     assert_eq!(attr("deadletterdestination"), "work");
     assert_eq!(scope.depth(&scope.config.queue("work")).await, 0);
 
-    drop(publisher);
+    drop((publisher, broker));
     scope.cleanup().await;
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use firefly_webhook::metric;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -10,13 +11,30 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 
 use super::tracker::Tracker;
+use crate::offset::TRANSPORT;
 
-/// The gauge with each assigned partition's consumer lag (messages not yet committed).
-pub const LAG_GAUGE: &str = "firefly_kafka_consumer_lag";
+/// The gauge with each assigned partition's consumer lag (messages not yet committed):
+/// [`metric::CONSUMER_LAG`] (`firefly_consumer_lag`), labels `transport` (`kafka`), `group`,
+/// `destination` (the topic) and `partition`. Kept as an alias of the core's name, which every
+/// transport shares.
+pub const LAG_GAUGE: &str = metric::CONSUMER_LAG;
 
 pub(crate) struct SubscriberContext {
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) group: String,
+}
+
+impl SubscriberContext {
+    /// The [`metric::CONSUMER_LAG`] gauge of one partition.
+    fn lag(&self, topic: &str, partition: i32) -> metrics::Gauge {
+        metrics::gauge!(
+            metric::CONSUMER_LAG,
+            metric::TRANSPORT => TRANSPORT,
+            metric::GROUP => self.group.clone(),
+            metric::DESTINATION => topic.to_owned(),
+            metric::PARTITION => partition.to_string(),
+        )
+    }
 }
 
 impl ClientContext for SubscriberContext {
@@ -25,7 +43,13 @@ impl ClientContext for SubscriberContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, reason, group = %self.group, "kafka consumer error");
+        tracing::warn!(
+            target: "librdkafka",
+            error = &error as &dyn std::error::Error,
+            reason,
+            group = %self.group,
+            "kafka consumer error"
+        );
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -37,13 +61,7 @@ impl ClientContext for SubscriberContext {
                     continue;
                 }
                 #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!(
-                    LAG_GAUGE,
-                    "group" => self.group.clone(),
-                    "topic" => topic.clone(),
-                    "partition" => partition.to_string(),
-                )
-                .set(p.consumer_lag as f64);
+                self.lag(topic, *partition).set(p.consumer_lag as f64);
             }
         }
     }
@@ -60,7 +78,16 @@ impl ConsumerContext for SubscriberContext {
                     && !consumer.assignment_lost()
                     && let Err(err) = consumer.commit(&commit, CommitMode::Sync)
                 {
-                    tracing::warn!(%err, group = %self.group, "kafka commit on revocation failed");
+                    tracing::warn!(
+                        error = &err as &dyn std::error::Error,
+                        group = %self.group,
+                        "kafka commit on revocation failed"
+                    );
+                }
+                // The next owner reports these partitions' lag; a stale figure here would be
+                // counted twice.
+                for element in tpl.elements() {
+                    self.lag(element.topic(), element.partition()).set(0.0);
                 }
                 tracing::info!(group = %self.group, partitions = tpl.count(), "kafka partitions revoked");
             }
@@ -69,14 +96,22 @@ impl ConsumerContext for SubscriberContext {
                 tracing::info!(group = %self.group, partitions = tpl.count(), "kafka partitions assigned");
             }
             Rebalance::Error(err) => {
-                tracing::warn!(%err, group = %self.group, "kafka rebalance failed");
+                tracing::warn!(
+                    error = err as &dyn std::error::Error,
+                    group = %self.group,
+                    "kafka rebalance failed"
+                );
             }
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(err) = result {
-            tracing::warn!(%err, group = %self.group, "kafka offset commit failed; will retry");
+            tracing::warn!(
+                error = &err as &dyn std::error::Error,
+                group = %self.group,
+                "kafka offset commit failed; will retry"
+            );
             self.tracker.commit_failed(offsets);
         }
     }

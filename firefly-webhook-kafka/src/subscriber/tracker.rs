@@ -72,6 +72,9 @@ pub(crate) struct Tracker {
     commit_every: usize,
     /// Wakes the committer early once `commit_every` deliveries finished.
     pub(crate) wake: Notify,
+    /// Wakes retries waiting out their delay when partitions are revoked: those of a revoked
+    /// partition end at once instead of holding their worker slot.
+    pub(crate) revoked: Notify,
 }
 
 impl Tracker {
@@ -80,6 +83,7 @@ impl Tracker {
             state: Mutex::new(State::default()),
             commit_every: commit_every.max(1),
             wake: Notify::new(),
+            revoked: Notify::new(),
         }
     }
 
@@ -118,6 +122,8 @@ impl Tracker {
                 state.topics.remove(elem.topic());
             }
         }
+        drop(state);
+        self.revoked.notify_waiters();
         commit
     }
 
@@ -231,7 +237,13 @@ impl Tracker {
 fn add(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: i64) {
     // Only fails for offsets librdkafka cannot represent, which a broker never hands out.
     if let Err(err) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-        tracing::warn!(topic, partition, offset, %err, "kafka offset not committable");
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            error = &err as &dyn std::error::Error,
+            "kafka offset not committable"
+        );
     }
 }
 

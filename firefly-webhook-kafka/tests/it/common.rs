@@ -6,36 +6,58 @@ use firefly_webhook::{Delivery, Subscriber, WebhookEvent};
 use firefly_webhook_kafka::rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use firefly_webhook_kafka::rdkafka::message::{Headers, Message, OwnedMessage};
 use firefly_webhook_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use firefly_webhook_kafka::{KafkaConfig, KafkaSubscriber, SubscriberConfig};
+use firefly_webhook_kafka::{KafkaBroker, KafkaConfig, KafkaPublisher, KafkaSubscriber};
 
-pub const BROKERS: &str = "127.0.0.1:9092";
+pub(crate) const BROKERS: &str = "127.0.0.1:9092";
 
 /// A first assignment takes about half of session.timeout.ms; leave room on a busy machine.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-pub fn kafka(partitions: i32) -> KafkaConfig {
+pub(crate) fn kafka(partitions: i32) -> KafkaConfig {
     let mut config = KafkaConfig::from_brokers(BROKERS);
     config.partitions = partitions;
     config
 }
 
-pub fn subscriber(group: &str, topic: &str) -> KafkaSubscriber {
-    KafkaSubscriber::new(&kafka(1), subscriber_config(group, topic)).unwrap()
+/// A publisher of a broker with `kafka(partitions)`.
+pub(crate) fn publisher(partitions: i32) -> KafkaPublisher {
+    KafkaBroker::new(kafka(partitions)).unwrap().publisher()
 }
 
-pub fn subscriber_config(group: &str, topic: &str) -> SubscriberConfig {
-    let mut config = SubscriberConfig::new(group, [topic]);
+pub(crate) fn subscriber(group: &str, topic: &str) -> KafkaSubscriber {
+    KafkaBroker::new(group_config(group))
+        .unwrap()
+        .subscriber([topic])
+        .unwrap()
+}
+
+/// `kafka(1)` as member of `group`, with a short session and frequent commits.
+pub(crate) fn group_config(group: &str) -> KafkaConfig {
+    let mut config = kafka(1);
+    group.clone_into(&mut config.group_id);
     config.session_timeout = Duration::from_secs(6);
     config.commit_interval = Duration::from_millis(100);
     config
 }
 
+/// `err` and its sources, joined with ": " (as tracing-subscriber prints an error chain).
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    out
+}
+
 /// A webhook with a binary body and a repeated header.
-pub fn event(provider: &str) -> WebhookEvent {
+pub(crate) fn event(provider: &str) -> WebhookEvent {
     let mut headers = HeaderMap::new();
     headers.append(
         "content-type",
@@ -49,7 +71,7 @@ pub fn event(provider: &str) -> WebhookEvent {
 }
 
 /// The next delivery, skipping transport errors (unknown topic while it is being created, ...).
-pub async fn next(sub: &mut KafkaSubscriber) -> Delivery {
+pub(crate) async fn next(sub: &mut KafkaSubscriber) -> Delivery {
     tokio::time::timeout(WAIT, async {
         loop {
             match sub.next().await {
@@ -64,7 +86,7 @@ pub async fn next(sub: &mut KafkaSubscriber) -> Delivery {
 }
 
 /// A plain rdkafka consumer, independent of the crate under test.
-pub fn raw_consumer(topic: &str) -> StreamConsumer {
+pub(crate) fn raw_consumer(topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
         .set("group.id", unique("raw"))
@@ -77,7 +99,7 @@ pub fn raw_consumer(topic: &str) -> StreamConsumer {
     consumer
 }
 
-pub async fn raw_next(consumer: &StreamConsumer) -> OwnedMessage {
+pub(crate) async fn raw_next(consumer: &StreamConsumer) -> OwnedMessage {
     tokio::time::timeout(WAIT, async {
         loop {
             match consumer.recv().await {
@@ -90,7 +112,7 @@ pub async fn raw_next(consumer: &StreamConsumer) -> OwnedMessage {
     .expect("no message in time")
 }
 
-pub fn header_list(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn header_list(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
     message
         .headers()
         .map(|h| {
@@ -103,7 +125,7 @@ pub fn header_list(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
 
 /// The group's committed offsets for `topic`'s partitions `0..partitions`, asked by a client
 /// that is not a member of the group.
-pub async fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+pub(crate) async fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
     let group = group.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -134,7 +156,7 @@ pub async fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32
 }
 
 /// Polls `committed` until `check` holds or the wait is over; returns the last value.
-pub async fn committed_until(
+pub(crate) async fn committed_until(
     group: &str,
     topic: &str,
     partitions: i32,
@@ -151,7 +173,7 @@ pub async fn committed_until(
 }
 
 /// Logs to stderr when `RUST_LOG` is set (librdkafka's log lines included).
-pub fn trace() {
+pub(crate) fn trace() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -2,23 +2,27 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use firefly_webhook::wire::{Binding, DeadLetter, FailureCategory};
-use firefly_webhook::{Position, Publisher, Subscriber};
-use firefly_webhook_kafka::KafkaPublisher;
+use firefly_webhook::wire::Binding;
+use firefly_webhook::{DeadLetter, FailureCategory, Position, Publisher, Subscriber};
 use firefly_webhook_kafka::rdkafka::Message;
 use firefly_webhook_kafka::rdkafka::message::{Header, OwnedHeaders};
 use firefly_webhook_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use firefly_webhook_kafka::{KafkaBroker, KafkaOffset};
 
 use crate::common::{
-    BROKERS, committed, committed_until, event, header_list, kafka, next, raw_consumer, raw_next,
-    subscriber, subscriber_config, unique,
+    BROKERS, committed, committed_until, event, group_config, header_list, next, publisher,
+    raw_consumer, raw_next, subscriber, unique,
 };
 
+fn at(position: &Position) -> &KafkaOffset {
+    assert_eq!(position.transport(), "kafka");
+    position
+        .downcast_ref::<KafkaOffset>()
+        .unwrap_or_else(|| panic!("not a kafka position: {position}"))
+}
+
 fn offset(position: &Position) -> i64 {
-    match position {
-        Position::Kafka { offset, .. } => *offset,
-        other => panic!("not a kafka position: {other}"),
-    }
+    at(position).offset
 }
 
 #[tokio::test]
@@ -26,7 +30,7 @@ fn offset(position: &Position) -> i64 {
 async fn crash_before_commit_redelivers_to_the_next_member() {
     let topic = unique("crash");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     let sent = event("github");
     publisher.publish(&topic, sent.clone()).await.unwrap();
 
@@ -54,7 +58,7 @@ async fn crash_before_commit_redelivers_to_the_next_member() {
 async fn out_of_order_acks_never_commit_past_an_unfinished_message() {
     let topic = unique("order");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     for _ in 0..10 {
         publisher.publish(&topic, event("github")).await.unwrap();
     }
@@ -98,14 +102,17 @@ async fn concurrent_workers_commit_only_finished_prefixes() {
     const N: i64 = 40;
     let topic = unique("conc");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     for _ in 0..N {
         publisher.publish(&topic, event("github")).await.unwrap();
     }
-    let mut config = subscriber_config(&group, &topic);
+    let mut config = group_config(&group);
     config.commit_every = 1;
     config.commit_interval = Duration::from_millis(20);
-    let mut sub = firefly_webhook_kafka::KafkaSubscriber::new(&kafka(1), config).unwrap();
+    let mut sub = KafkaBroker::new(config)
+        .unwrap()
+        .subscriber([&topic])
+        .unwrap();
 
     let unfinished = Arc::new(Mutex::new(BTreeSet::new()));
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
@@ -154,7 +161,7 @@ async fn concurrent_workers_commit_only_finished_prefixes() {
 async fn dead_letter_goes_to_the_dlq_and_the_offset_moves_on() {
     let topic = unique("dl");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     let sent = event("stripe");
     publisher.publish(&topic, sent.clone()).await.unwrap();
 
@@ -205,7 +212,7 @@ async fn dead_letter_goes_to_the_dlq_and_the_offset_moves_on() {
 async fn undecodable_messages_are_dead_lettered_without_blocking() {
     let topic = unique("junk");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     publisher.ensure_topic(&topic).await.unwrap();
     let raw: FutureProducer = firefly_webhook_kafka::rdkafka::ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
@@ -253,13 +260,22 @@ async fn undecodable_messages_are_dead_lettered_without_blocking() {
 async fn retry_redelivers_the_same_record_later_without_committing_it() {
     let topic = unique("retry");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     let sent = event("github");
     publisher.publish(&topic, sent.clone()).await.unwrap();
 
     let mut sub = subscriber(&group, &topic);
     let d = next(&mut sub).await;
     let position = d.position.clone();
+    assert_eq!(
+        at(&position),
+        &KafkaOffset {
+            topic: topic.clone(),
+            partition: 0,
+            offset: 0
+        }
+    );
+    assert_eq!(position.to_string(), format!("kafka:{topic}/0@0"));
     d.retry(Duration::from_millis(300)).await.unwrap();
     sub.commit().await.unwrap();
     let before = committed(&group, &topic, 1).await;
@@ -270,66 +286,93 @@ async fn retry_redelivers_the_same_record_later_without_committing_it() {
 
     let again = next(&mut sub).await;
     assert_eq!(again.event.id, sent.id);
-    assert_eq!(again.position, position);
+    assert_eq!(at(&again.position), at(&position));
     assert_eq!(again.attempt, 2);
     again.ack().await.unwrap();
     let offsets = committed_until(&group, &topic, 1, |o| o.get(&0) == Some(&1)).await;
     assert_eq!(offsets.get(&0), Some(&1));
 }
 
+/// The consumer lag gauge of `group` on partition 0 of `topic`, if reported yet.
+fn lag_of(group: &str, topic: &str) -> Option<f64> {
+    use firefly_webhook::metric;
+
+    crate::recorded::Recorded::global().gauge(
+        metric::CONSUMER_LAG,
+        &[
+            (metric::TRANSPORT, "kafka"),
+            (metric::GROUP, group),
+            (metric::DESTINATION, topic),
+            (metric::PARTITION, "0"),
+        ],
+    )
+}
+
 #[tokio::test]
 #[ignore = "needs kafka on 127.0.0.1:9092; run scripts/test"]
-async fn consumer_lag_is_reported_per_partition() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    // The only test in this binary that installs a recorder.
-    recorder.install().unwrap();
+async fn consumer_lag_rises_while_the_consumer_is_stuck_and_falls_when_it_catches_up() {
+    const STUCK: u8 = 5;
+    // The lag comes from librdkafka's statistics thread: a recorder for the whole process.
+    crate::recorded::Recorded::global();
+    assert_eq!(firefly_webhook_kafka::LAG_GAUGE, "firefly_consumer_lag");
 
     let topic = unique("lag");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
-    for _ in 0..5 {
+    let publisher = publisher(1);
+    for _ in 0..=STUCK {
         publisher.publish(&topic, event("github")).await.unwrap();
     }
-    let mut config = subscriber_config(&group, &topic);
+    let mut config = group_config(&group);
     config.lag_interval = Duration::from_millis(200);
-    let mut sub = firefly_webhook_kafka::KafkaSubscriber::new(&kafka(1), config).unwrap();
+    let mut sub = KafkaBroker::new(config)
+        .unwrap()
+        .subscriber([&topic])
+        .unwrap();
     let first = next(&mut sub).await;
     first.ack().await.unwrap();
     sub.commit().await.unwrap();
 
-    let lag = tokio::time::timeout(crate::common::WAIT, async {
+    // The worker takes the rest but finishes none: nothing more is committed, and the lag
+    // is every event after the first.
+    let mut held = Vec::new();
+    tokio::time::timeout(crate::common::WAIT, async {
         loop {
             // Statistics are served while the consumer is polled.
-            let _ = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-            let found =
-                snapshotter
-                    .snapshot()
-                    .into_vec()
-                    .into_iter()
-                    .find_map(|(key, _, _, value)| {
-                        let key = key.key();
-                        let ours = key.name() == firefly_webhook_kafka::LAG_GAUGE
-                            && key
-                                .labels()
-                                .any(|l| l.key() == "topic" && l.value() == topic);
-                        match value {
-                            DebugValue::Gauge(v) if ours && v.into_inner() > 0.0 => {
-                                Some(v.into_inner())
-                            }
-                            _ => None,
-                        }
-                    });
-            if let Some(lag) = found {
-                return lag;
+            if let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(Duration::from_millis(300), sub.next()).await
+            {
+                held.push(delivery);
+            }
+            if held.len() == usize::from(STUCK) && lag_of(&group, &topic) == Some(f64::from(STUCK))
+            {
+                return;
             }
         }
     })
     .await
-    .expect("a lag gauge for the topic");
-    assert!((1.0..=4.0).contains(&lag), "lag {lag}");
+    .unwrap_or_else(|_| {
+        panic!(
+            "lag never reached {STUCK}: {:?}, {} held",
+            lag_of(&group, &topic),
+            held.len()
+        )
+    });
+
+    // It catches up: everything finished and committed, the lag falls to zero.
+    for delivery in held {
+        delivery.ack().await.unwrap();
+    }
+    sub.commit().await.unwrap();
+    tokio::time::timeout(crate::common::WAIT, async {
+        loop {
+            let _ = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+            if lag_of(&group, &topic) == Some(0.0) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("lag never fell to 0: {:?}", lag_of(&group, &topic)));
 }
 
 #[tokio::test]
@@ -337,7 +380,7 @@ async fn consumer_lag_is_reported_per_partition() {
 async fn acks_after_revocation_do_not_commit() {
     let topic = unique("revoke");
     let group = unique("g");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     publisher.publish(&topic, event("github")).await.unwrap();
 
     let mut a = subscriber(&group, &topic);
@@ -378,7 +421,7 @@ async fn acks_after_revocation_do_not_commit() {
 #[ignore = "needs kafka on 127.0.0.1:9092; run scripts/test"]
 async fn prefixed_subscription_reads_every_provider_topic() {
     let prefix = format!("{}.", unique("px"));
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
+    let publisher = publisher(1);
     let (gh, st) = (event("github"), event("stripe"));
     publisher
         .publish(&format!("{prefix}github"), gh.clone())
@@ -389,10 +432,18 @@ async fn prefixed_subscription_reads_every_provider_topic() {
         .await
         .unwrap();
 
-    let mut config =
-        firefly_webhook_kafka::SubscriberConfig::prefixed(unique("g"), &prefix).unwrap();
-    config.session_timeout = Duration::from_secs(6);
-    let mut sub = firefly_webhook_kafka::KafkaSubscriber::new(&kafka(1), config).unwrap();
+    let mut config = group_config(&unique("g"));
+    // Dead letters must not match the prefix subscription: the default `{topic}.dlq` would.
+    let refused = KafkaBroker::new(config.clone())
+        .unwrap()
+        .subscriber_prefixed(&prefix)
+        .unwrap_err();
+    assert!(refused.to_string().contains("dlq.{topic}"), "{refused}");
+    config.dead_letter_topic = "dlq.{topic}".into();
+    let mut sub = KafkaBroker::new(config)
+        .unwrap()
+        .subscriber_prefixed(&prefix)
+        .unwrap();
     let mut seen = vec![next(&mut sub).await, next(&mut sub).await];
     seen.sort_by(|a, b| a.destination.cmp(&b.destination));
     assert_eq!(seen[0].destination, format!("{prefix}github"));

@@ -1,128 +1,29 @@
 //! Broker failure against a PRIVATE broker instance on its own port (the shared one is never
 //! stopped).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::Duration;
 
-use firefly_webhook::Publisher;
-use firefly_webhook_kafka::{KafkaConfig, KafkaPublisher};
+use firefly_webhook::http::{HeaderValue, StatusCode};
+use firefly_webhook::{Bytes, IngestService, Publisher, Routing};
+use firefly_webhook_kafka::rdkafka::ClientConfig;
+use firefly_webhook_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use firefly_webhook_kafka::{KafkaBroker, KafkaConfig};
 
 use crate::common::{event, unique};
-
-/// A broker process that is killed when dropped, whatever happens in the test.
-struct PrivateBroker {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    fn binary() -> PathBuf {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker");
-        let out = Command::new(script)
-            .arg("path")
-            .output()
-            .expect("scripts/kafka-broker path");
-        assert!(out.status.success(), "kafka-broker path failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn start_on(port: u16) -> Self {
-        let dir = std::env::temp_dir().join(unique("kafka-private"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Self {
-            port,
-            dir,
-            child: None,
-        };
-        broker.start();
-        broker
-    }
-
-    fn start(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))
-            .unwrap();
-        // The broker reads ./.env and these variables: run it from an empty folder without them.
-        let child = Command::new(Self::binary())
-            .current_dir(&self.dir)
-            .env_remove("STORAGE_ENGINE")
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("CLUSTER_ID")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start private broker");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private broker did not listen on {}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!(
-                "private broker log: {}",
-                self.dir.join("broker.log").display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
+use crate::private::PrivateBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kafka on 127.0.0.1:9092; run scripts/test"]
 async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
     crate::common::trace();
-    let mut broker = PrivateBroker::start_on(PrivateBroker::free_port());
+    let mut broker = PrivateBroker::start();
     let mut config = KafkaConfig::from_brokers(broker.brokers());
     config.delivery_timeout = Duration::from_secs(3);
     config.partitions = 1;
     if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
         config = config.set("debug", debug);
     }
-    let publisher = std::sync::Arc::new(KafkaPublisher::new(config).unwrap());
+    let publisher = std::sync::Arc::new(KafkaBroker::new(config).unwrap().publisher());
     let topic = unique("down");
     let t = topic.clone();
     let ingest = firefly_webhook::IngestService::new(std::sync::Arc::clone(&publisher))
@@ -153,7 +54,7 @@ async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
     );
     assert!(headers.contains_key("retry-after"));
 
-    broker.start();
+    broker.start_again();
     let recovered = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
             match publisher.publish(&topic, event("github")).await {
@@ -178,4 +79,89 @@ async fn broker_down_fails_fast_and_publishing_recovers_after_restart() {
         firefly_webhook::http::StatusCode::ACCEPTED,
         "{receipt}"
     );
+}
+
+/// The production case: a gateway with the default configuration (6 partitions, 5 s delivery
+/// timeout, 5 s publish timeout, so the gateway stops waiting exactly when librdkafka reports
+/// the timeout) and a broker that comes back without its topics and producer ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the kafka broker (scripts/kafka-broker); run scripts/test"]
+async fn gateway_with_defaults_accepts_again_within_30s_after_a_restart_that_lost_the_topics() {
+    crate::common::trace();
+    let mut broker = PrivateBroker::start();
+    let mut config = KafkaConfig::from_brokers(broker.brokers());
+    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+        config = config.set("debug", debug);
+    }
+    let publisher = KafkaBroker::connect(config).await.unwrap().publisher();
+    let topic = unique("lost");
+    let t = topic.clone();
+    let ingest = IngestService::new(publisher.clone()).routing(Routing::custom(move |_| t.clone()));
+    let webhook = || crate::ingest::post(Bytes::from_static(b"{}"));
+    let (status, _, receipt) = crate::ingest::call(&ingest, webhook()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+
+    // Requests keep arriving while the broker is down: each is a 503 within the timeout.
+    broker.stop();
+    for _ in 0..2 {
+        let (status, _, _) = tokio::time::timeout(
+            Duration::from_secs(30),
+            crate::ingest::call(&ingest, webhook()),
+        )
+        .await
+        .expect("answered within the publish timeout");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    // A fresh broker on the same port: in-memory storage, so topics and producer ids are gone.
+    broker.start_again();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        let answer =
+            tokio::time::timeout_at(deadline, crate::ingest::call(&ingest, webhook())).await;
+        match answer {
+            Ok((StatusCode::ACCEPTED, _, _)) => break true,
+            Ok((status, _, body)) => eprintln!("not yet: {status} {body}"),
+            Err(_) => break false,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        accepted,
+        "the gateway accepts again within 30 s of the restart"
+    );
+
+    // The topic was re-created by this crate, with its partitions, and all of them take
+    // messages (distinct deliveries get distinct keys, spread over the partitions).
+    assert_eq!(partitions(&broker.brokers(), &topic).await, 6);
+    for i in 0..24 {
+        let mut event = event("github");
+        event.headers.insert(
+            "x-github-delivery",
+            HeaderValue::from_str(&format!("restart-{i}")).unwrap(),
+        );
+        event.body = Bytes::from(format!("{{\"n\":{i}}}"));
+        publisher.publish(&topic, event).await.unwrap();
+    }
+}
+
+/// The partition count of `topic` as the broker reports it.
+async fn partitions(brokers: &str, topic: &str) -> usize {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0].partitions().len()
+    })
+    .await
+    .unwrap()
 }

@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use firefly_webhook::http::{Request, StatusCode};
 use firefly_webhook::{Bytes, IngestService, Routing};
-use firefly_webhook_kafka::KafkaPublisher;
+use firefly_webhook_kafka::KafkaBroker;
 use firefly_webhook_kafka::rdkafka::message::Message;
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 
-use crate::common::{header_list, kafka, raw_consumer, raw_next, unique};
+use crate::common::{header_list, kafka, publisher, raw_consumer, raw_next, unique};
 
-pub fn post(body: Bytes) -> Request<Full<Bytes>> {
+pub(crate) fn post(body: Bytes) -> Request<Full<Bytes>> {
     Request::post("/api/v1/webhook/github")
         .header("content-type", "application/octet-stream")
         .header("x-multi", "one")
@@ -21,7 +21,7 @@ pub fn post(body: Bytes) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-pub async fn call(
+pub(crate) async fn call(
     ingest: &IngestService,
     req: Request<Full<Bytes>>,
 ) -> (
@@ -43,9 +43,8 @@ pub async fn call(
 #[ignore = "needs kafka on 127.0.0.1:9092; run scripts/test"]
 async fn a_webhook_reaches_the_topic_byte_for_byte_with_its_event_id() {
     let topic = unique("ingest");
-    let publisher = KafkaPublisher::new(kafka(1)).unwrap();
     let t = topic.clone();
-    let ingest = IngestService::new(publisher).routing(Routing::custom(move |_| t.clone()));
+    let ingest = IngestService::new(publisher(1)).routing(Routing::custom(move |_| t.clone()));
     let body: Vec<u8> = (0..=255u8).rev().chain([0, 0, 0xc3]).collect();
 
     let (status, _, receipt) = call(&ingest, post(Bytes::from(body.clone()))).await;
@@ -72,7 +71,12 @@ async fn a_webhook_reaches_the_topic_byte_for_byte_with_its_event_id() {
         [b"application/octet-stream".as_slice()]
     );
     // The message key is the provider-aware idempotency key, so redeliveries share a partition.
-    assert_eq!(message.key().unwrap(), b"github:ingest-1");
+    let published =
+        firefly_webhook::WebhookEvent::new("github", message.payload().unwrap().to_vec());
+    assert_eq!(
+        message.key().unwrap(),
+        firefly_webhook::idempotency::idempotency_key(&published).as_bytes()
+    );
 }
 
 #[tokio::test]
@@ -86,7 +90,7 @@ async fn an_unreachable_broker_is_a_quick_503_with_retry_after() {
     let mut config = kafka(1);
     config.brokers = format!("127.0.0.1:{port}");
     config.delivery_timeout = Duration::from_secs(2);
-    let ingest = IngestService::new(KafkaPublisher::new(config).unwrap())
+    let ingest = IngestService::new(KafkaBroker::new(config).unwrap().publisher())
         .publish_timeout(Duration::from_secs(3));
     let (status, headers, body) = tokio::time::timeout(
         Duration::from_secs(30),

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use firefly_webhook::{PublishError, Publisher};
+use firefly_webhook::{PublishError, Publisher, WebhookEvent};
 use firefly_webhook_kafka::rdkafka::mocking::MockCluster;
 use firefly_webhook_kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use firefly_webhook_kafka::{KafkaConfig, KafkaPublisher};
+use firefly_webhook_kafka::{KafkaBroker, KafkaConfig, KafkaPublisher};
 
 use crate::common::{event, unique};
 
@@ -16,7 +16,7 @@ fn publisher(
     // The mock cluster has no CreateTopics: topics are created on the cluster directly.
     config.create_topics = false;
     config.delivery_timeout = Duration::from_secs(2);
-    KafkaPublisher::new(config).unwrap()
+    KafkaBroker::new(config).unwrap().publisher()
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn a_full_local_queue_answers_overloaded_at_once() {
     config.create_topics = false;
     config.max_queued_messages = 1;
     config.delivery_timeout = Duration::from_secs(5);
-    let publisher = KafkaPublisher::new(config).unwrap();
+    let publisher = KafkaBroker::new(config).unwrap().publisher();
     publisher.publish(&topic, event("github")).await.unwrap();
 
     // With the broker down the first message stays queued; the next one does not fit.
@@ -131,4 +131,33 @@ async fn a_full_local_queue_answers_overloaded_at_once() {
     assert!(matches!(err, PublishError::Overloaded), "{err:?}");
     cluster.broker_up(1).unwrap();
     let _ = first.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_over_max_message_bytes_is_rejected_at_once_with_a_clear_message() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique("mock");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let mut config = KafkaConfig::from_brokers(cluster.bootstrap_servers());
+    config.create_topics = false;
+    config.max_message_bytes = 16 * 1024;
+    // Long, so answering within the bound below means the producer did not send it at all.
+    config.delivery_timeout = Duration::from_secs(60);
+    let publisher = KafkaBroker::new(config).unwrap().publisher();
+
+    let fits = WebhookEvent::new("github", vec![b'x'; 8 * 1024]);
+    publisher.publish(&topic, fits).await.unwrap();
+    let too_large = WebhookEvent::new("github", vec![b'x'; 32 * 1024]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        publisher.publish(&topic, too_large),
+    )
+    .await
+    .expect("refused before sending, not after the delivery timeout")
+    .unwrap_err();
+    assert!(matches!(err, PublishError::Rejected(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    let chain = crate::common::chain(&err);
+    assert!(chain.contains("message too large"), "{chain}");
+    assert!(chain.contains("max_message_bytes is 16384"), "{chain}");
 }

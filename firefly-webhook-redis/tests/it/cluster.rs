@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use firefly_webhook::{Claim, IdempotencyStore, StoreError};
 use firefly_webhook_redis::redis;
-use firefly_webhook_redis::{Config, RedisStore};
+use firefly_webhook_redis::{RedisConfig, RedisStore};
 use tokio::sync::Barrier;
 
 use crate::common::{DONE, LOCK, PrivateRedis, connection, prefix};
@@ -55,14 +55,9 @@ async fn store_works_on_a_redis_cluster() {
     wait_until_ok(&nodes).await;
 
     let prefix = prefix();
-    let store = RedisStore::cluster(
-        nodes.iter().map(PrivateRedis::url),
-        Config {
-            key_prefix: prefix.clone(),
-            ..Config::default()
-        },
-    )
-    .unwrap();
+    let mut config = RedisConfig::default();
+    config.key_prefix.clone_from(&prefix);
+    let store = RedisStore::cluster(nodes.iter().map(PrivateRedis::url), config).unwrap();
     store.ping().await.unwrap();
 
     let long = "z".repeat(300);

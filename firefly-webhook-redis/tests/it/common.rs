@@ -5,27 +5,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use firefly_webhook_redis::redis::{self, AsyncCommands};
-use firefly_webhook_redis::{Config, RedisStore};
+use firefly_webhook_redis::{RedisConfig, RedisStore};
 use sha2::{Digest, Sha256};
 
-pub const URL: &str = "redis://127.0.0.1:6379";
-pub const LOCK: Duration = Duration::from_secs(300);
-pub const DONE: Duration = Duration::from_secs(86_400);
+pub(crate) const URL: &str = "redis://127.0.0.1:6379";
+pub(crate) const LOCK: Duration = Duration::from_secs(300);
+pub(crate) const DONE: Duration = Duration::from_secs(86_400);
 
 /// A key prefix no other test uses.
-pub fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("firefly-test:{}", uuid::Uuid::new_v4().simple())
 }
 
-pub fn store(prefix: &str) -> RedisStore {
-    RedisStore::new(Config {
-        key_prefix: prefix.to_owned(),
-        ..Config::from_url(URL)
-    })
-    .unwrap()
+pub(crate) fn store(prefix: &str) -> RedisStore {
+    let mut config = RedisConfig::from_url(URL);
+    prefix.clone_into(&mut config.key_prefix);
+    RedisStore::new(config).unwrap()
 }
 
-pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -34,7 +32,7 @@ pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// The documented key for `kind` (`processing`, `processed`, `failures`) of `key`.
-pub fn key(prefix: &str, kind: &str, key: &str) -> String {
+pub(crate) fn key(prefix: &str, kind: &str, key: &str) -> String {
     if key.is_empty() || key.len() > 200 || key.contains(['{', '}']) || key.starts_with("sha256:") {
         format!(
             "{prefix}:{kind}:{{sha256:{:x}}}",
@@ -46,7 +44,7 @@ pub fn key(prefix: &str, kind: &str, key: &str) -> String {
 }
 
 /// Deletes every key under `prefix`.
-pub async fn cleanup(prefix: &str) {
+pub(crate) async fn cleanup(prefix: &str) {
     let mut conn = connection(URL).await;
     let keys: Vec<String> = {
         let mut iter = conn
@@ -69,7 +67,7 @@ async fn futures_next(iter: &mut redis::AsyncIter<'_, String>) -> Option<String>
 }
 
 /// Waits (bounded) until `key` no longer exists; true if it went.
-pub async fn wait_gone(url: &str, key: &str) -> bool {
+pub(crate) async fn wait_gone(url: &str, key: &str) -> bool {
     let mut conn = connection(url).await;
     for _ in 0..200 {
         let exists: bool = conn.exists(key).await.unwrap();
@@ -82,19 +80,19 @@ pub async fn wait_gone(url: &str, key: &str) -> bool {
 }
 
 /// A redis-server of our own on a free loopback port, killed on drop.
-pub struct PrivateRedis {
-    pub port: u16,
+pub(crate) struct PrivateRedis {
+    pub(crate) port: u16,
     extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(&[]).await
     }
 
     /// Starts a server with extra `redis-server` arguments.
-    pub async fn start_with(extra: &[&str]) -> Self {
+    pub(crate) async fn start_with(extra: &[&str]) -> Self {
         let port = free_port(false);
         let mut this = Self {
             port,
@@ -106,7 +104,7 @@ impl PrivateRedis {
     }
 
     /// Starts a cluster-enabled node (its files in `dir`), its bus port (+10000) free too.
-    pub async fn cluster_node(dir: &std::path::Path) -> Self {
+    pub(crate) async fn cluster_node(dir: &std::path::Path) -> Self {
         let port = free_port(true);
         let dir = dir.join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
@@ -121,12 +119,12 @@ impl PrivateRedis {
         this
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again) on the same port and waits until it answers.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let binary = which_redis_server();
         let child = Command::new(binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -152,7 +150,7 @@ impl PrivateRedis {
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -4,9 +4,15 @@
 #[cfg(feature = "cluster")]
 mod cluster;
 mod common;
+mod lease;
 mod outage;
 mod race;
+#[path = "../../../firefly-webhook/tests/support/recorded.rs"]
+mod recorded;
 mod round_trips;
 mod semantics;
+mod store_metrics;
+#[cfg(feature = "tls-native-tls")]
+mod tls;
 mod ttl;
 mod worker;

@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use firefly_webhook::idempotency::IdempotencyConfig;
+use firefly_webhook::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Outcome, processor_fn};
 use firefly_webhook::worker::Worker;
 use firefly_webhook::{
     Claim, FencingToken, IdempotencyStore, Publisher, StoreError, WebhookEvent, async_trait,
 };
-use firefly_webhook_redis::{Config, FailurePolicy, RedisStore};
+use firefly_webhook_redis::{FailurePolicy, RedisConfig, RedisStore};
 use tokio::sync::watch;
 
 use crate::common::{DONE, LOCK, PrivateRedis};
@@ -27,13 +27,11 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 #[ignore = "needs redis on 127.0.0.1:6379; run scripts/test"]
 async fn unreachable_redis_fails_closed_then_recovers() {
     let mut server = PrivateRedis::start().await;
-    let store = RedisStore::new(Config {
-        pool_size: 1,
-        connect_timeout: Duration::from_millis(500),
-        command_timeout: Duration::from_millis(500),
-        ..Config::from_url(server.url())
-    })
-    .unwrap();
+    let mut config = RedisConfig::from_url(server.url());
+    config.pool_size = 1;
+    config.connect_timeout = Duration::from_millis(500);
+    config.command_timeout = Duration::from_millis(500);
+    let store = RedisStore::new(config).unwrap();
     bounded(store.health()).await.unwrap();
     let Claim::Acquired(token) = bounded(store.claim("before", LOCK)).await.unwrap() else {
         panic!()
@@ -74,11 +72,9 @@ async fn unreachable_redis_fails_closed_then_recovers() {
 #[ignore = "needs redis on 127.0.0.1:6379; run scripts/test"]
 async fn fail_open_is_an_explicit_opt_in() {
     let mut server = PrivateRedis::start().await;
-    let store = RedisStore::new(Config {
-        failure_policy: FailurePolicy::FailOpen,
-        ..Config::from_url(server.url())
-    })
-    .unwrap();
+    let mut config = RedisConfig::from_url(server.url());
+    config.failure_policy = FailurePolicy::FailOpen;
+    let store = RedisStore::new(config).unwrap();
     // While Redis answers, fail-open changes nothing: duplicates are still caught.
     let Claim::Acquired(token) = bounded(store.claim("k", LOCK)).await.unwrap() else {
         panic!()
@@ -129,6 +125,14 @@ impl IdempotencyStore for Counting {
         }
         result
     }
+    async fn renew(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.renew(key, token, ttl).await
+    }
     async fn complete(
         &self,
         key: &str,
@@ -156,12 +160,10 @@ async fn worker_neither_processes_nor_acks_while_redis_is_down() {
     let mut server = PrivateRedis::start().await;
     server.kill();
     let unavailable = Arc::new(AtomicUsize::new(0));
+    let mut redis = RedisConfig::from_url(server.url());
+    redis.connect_timeout = Duration::from_millis(500);
     let store = Counting {
-        inner: RedisStore::new(Config {
-            connect_timeout: Duration::from_millis(500),
-            ..Config::from_url(server.url())
-        })
-        .unwrap(),
+        inner: RedisStore::new(redis).unwrap(),
         unavailable: Arc::clone(&unavailable),
     };
     let broker = MemoryBroker::new(16);
@@ -175,9 +177,8 @@ async fn worker_neither_processes_nor_acks_while_redis_is_down() {
     config.unavailable_retry = Duration::from_millis(50);
     let worker = {
         let calls = Arc::clone(&calls);
-        Worker::builder(broker.subscriber())
-            .idempotency(store)
-            .idempotency_config(config)
+        Worker::builder(broker.subscriber_all())
+            .idempotency(IdempotencyLayer::new(store).config(config))
             .build(processor_fn(move |_event, _ctx| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async { Ok(Outcome::Processed) }
@@ -236,13 +237,11 @@ async fn a_silent_redis_costs_one_connect_attempt_per_connection_not_per_call() 
             }
         })
     };
-    let store = RedisStore::new(Config {
-        pool_size: 2,
-        connect_timeout: Duration::from_millis(300),
-        command_timeout: Duration::from_millis(300),
-        ..Config::from_url(format!("redis://127.0.0.1:{port}"))
-    })
-    .unwrap();
+    let mut config = RedisConfig::from_url(format!("redis://127.0.0.1:{port}"));
+    config.pool_size = 2;
+    config.connect_timeout = Duration::from_millis(300);
+    config.command_timeout = Duration::from_millis(300);
+    let store = RedisStore::new(config).unwrap();
 
     let calls: Vec<_> = (0..32)
         .map(|i| {
@@ -260,5 +259,45 @@ async fn a_silent_redis_costs_one_connect_attempt_per_connection_not_per_call() 
         (1..=4).contains(&attempts),
         "{attempts} connection attempts"
     );
+    silent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis on 127.0.0.1:6379; run scripts/test"]
+async fn connect_pings_within_the_connect_timeout() {
+    let mut server = PrivateRedis::start().await;
+    let store = bounded(RedisStore::connect(RedisConfig::from_url(server.url())))
+        .await
+        .unwrap();
+    bounded(store.ping()).await.unwrap();
+
+    // A Redis that is gone fails `connect` (while `new` still builds a store, lazily).
+    server.kill();
+    let mut config = RedisConfig::from_url(server.url());
+    config.failure_policy = FailurePolicy::FailOpen;
+    let err = bounded(RedisStore::connect(config.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(RedisStore::new(config).is_ok());
+
+    // A host that accepts connections and never answers: `connect` gives up after the
+    // connect timeout, not after connect + command timeouts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut config = RedisConfig::from_url(format!("redis://127.0.0.1:{port}"));
+    config.connect_timeout = Duration::from_millis(300);
+    config.command_timeout = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let err = bounded(RedisStore::connect(config)).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(took < Duration::from_secs(10), "connect took {took:?}");
     silent.abort();
 }

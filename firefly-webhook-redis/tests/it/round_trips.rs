@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use firefly_webhook::{Claim, IdempotencyStore};
 use firefly_webhook_redis::redis::{self, aio::MultiplexedConnection};
-use firefly_webhook_redis::{Config, RedisStore};
+use firefly_webhook_redis::{RedisConfig, RedisStore};
 
 use crate::common::{DONE, LOCK, PrivateRedis, connection};
 
@@ -41,11 +41,9 @@ async fn commandstats(conn: &mut MultiplexedConnection) -> BTreeMap<String, u64>
 #[ignore = "needs redis on 127.0.0.1:6379; run scripts/test"]
 async fn claim_and_complete_cost_two_commands() {
     let server = PrivateRedis::start().await;
-    let store = RedisStore::new(Config {
-        pool_size: 1,
-        ..Config::from_url(server.url())
-    })
-    .unwrap();
+    let mut config = RedisConfig::from_url(server.url());
+    config.pool_size = 1;
+    let store = RedisStore::new(config).unwrap();
 
     // Warm up: opens the connection and caches both scripts (EVALSHA misses, EVAL loads).
     let Claim::Acquired(token) = store.claim("warm-up", LOCK).await.unwrap() else {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firefly_webhook::http::{HeaderMap, HeaderValue};
-use firefly_webhook::idempotency::IdempotencyConfig;
+use firefly_webhook::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Outcome, processor_fn};
 use firefly_webhook::worker::Worker;
@@ -61,17 +61,16 @@ async fn four_workers_process_each_key_once() {
             // One store per worker stands for one process with its own connections.
             let store = store(&prefix);
             let calls = Arc::clone(&calls);
-            let worker = Worker::builder(broker.subscriber())
+            let worker = Worker::builder(broker.subscriber_all())
                 .concurrency(32)
-                .idempotency(store)
-                .idempotency_config(config)
-                .build(processor_fn(move |event: WebhookEvent, _ctx| {
+                .idempotency(IdempotencyLayer::new(store).config(config))
+                .build(processor_fn(move |event, _ctx| {
                     let calls = Arc::clone(&calls);
+                    let key = event
+                        .header("x-github-delivery")
+                        .unwrap_or_default()
+                        .to_owned();
                     async move {
-                        let key = event
-                            .header("x-github-delivery")
-                            .unwrap_or_default()
-                            .to_owned();
                         *calls.lock().unwrap().entry(key).or_default() += 1;
                         tokio::task::yield_now().await; // let duplicates race the claim
                         Ok(Outcome::Processed)

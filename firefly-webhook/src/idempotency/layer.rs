@@ -1,23 +1,26 @@
 //! [`IdempotencyLayer`]: claim the event's key before processing, mark it done after.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::store::{Claim, IdempotencyStore, StoreError};
-use crate::process::{Outcome, ProcessError};
-use crate::worker::Job;
+use super::key::IdempotencyKeys;
+use super::store::{Claim, FencingToken, IdempotencyStore, StoreError};
+use crate::BoxFuture;
+use crate::metric;
+use crate::process::{Job, Outcome, ProcessError};
 
 /// Settings of [`IdempotencyLayer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IdempotencyConfig {
-    /// How long a claim blocks other workers (default 5 min): bounds the wait after a crash.
+    /// How long a claim blocks other workers once its holder stops renewing it (default
+    /// 5 min): bounds the wait after a crash. While the processor runs, the lock is renewed
+    /// every third of this, so processing may take longer.
     pub lock_ttl: Duration,
     /// How long a processed key is remembered (default 24 h): the redelivery window covered.
     pub processed_ttl: Duration,
@@ -51,10 +54,41 @@ impl Default for IdempotencyConfig {
 /// - store unreachable → deferred too (fail closed: the processor is not called);
 /// - claimed → inner service; on success the key is marked processed, on failure the lock is
 ///   released (so a retry can claim it) and the failure counted.
+///
+/// # Leases
+///
+/// A processor may run longer than the lock TTL: while it runs, the layer
+/// [renews](IdempotencyStore::renew) the lock every third of the TTL, so a redelivery of the
+/// same event finds it held and is deferred, however long processing takes. A crashed worker
+/// stops renewing, and its lock expires one TTL later.
+///
+/// Renewal is fenced. When it fails because the lock is gone (it expired during a pause, or
+/// another worker owns it now), or when the store cannot be reached until the lock's TTL has
+/// run out, the layer stops the processor — its future is dropped, as a timeout would — and
+/// returns a [deferred](ProcessError::deferred) [`LeaseLost`] error, so the delivery is
+/// redelivered without counting an attempt and nothing is marked processed: from then on
+/// another worker may be processing the event, and it is that worker's result that counts.
+/// An effect the processor already started may still land; the
+/// [`fencing_token`](crate::process::Context::fencing_token) in the job's context lets a
+/// processor refuse such a late write where the effect is stored.
+///
+/// Refusing to build a worker whose processing timeout exceeds the lock TTL would be the
+/// simpler guard, but it would rule out long processors; renewal keeps them possible and needs
+/// no timeout at all.
+///
+/// The worker takes one through [`WorkerBuilder::idempotency`](crate::worker::WorkerBuilder::idempotency),
+/// with its settings and the [`IdempotencyKeys`] that name each event.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     store: Arc<dyn IdempotencyStore>,
     config: IdempotencyConfig,
+    keys: IdempotencyKeys,
+}
+
+impl<S: IdempotencyStore> From<S> for IdempotencyLayer {
+    fn from(store: S) -> Self {
+        Self::new(store)
+    }
 }
 
 impl fmt::Debug for IdempotencyLayer {
@@ -76,7 +110,20 @@ impl IdempotencyLayer {
         Self {
             store,
             config: IdempotencyConfig::default(),
+            keys: IdempotencyKeys::new(),
         }
+    }
+
+    /// How idempotency keys are computed (default: [`IdempotencyKeys::new`]).
+    #[must_use]
+    pub fn keys(mut self, keys: IdempotencyKeys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The key rules this layer was configured with.
+    pub fn key_rules(&self) -> &IdempotencyKeys {
+        &self.keys
     }
 
     /// Replaces the settings.
@@ -134,8 +181,14 @@ impl<S> fmt::Debug for Idempotency<S> {
 #[error("another worker is processing this event")]
 pub struct InProgress;
 
+/// The event's lock could not be renewed while it was being processed, so processing was
+/// stopped (see [Leases](IdempotencyLayer#leases)).
+#[derive(Debug, thiserror::Error)]
+#[error("the idempotency lock was lost while processing")]
+pub struct LeaseLost;
+
 /// The response future of [`Idempotency`].
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Outcome, ProcessError>> + Send>>;
+pub type ResponseFuture = BoxFuture<Result<Outcome, ProcessError>>;
 
 impl<S> Service<Job> for Idempotency<S>
 where
@@ -150,17 +203,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, job: Job) -> Self::Future {
+    fn call(&mut self, mut job: Job) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = Arc::clone(&self.store);
         let config = self.config;
         Box::pin(async move {
             let key = job.ctx.idempotency_key.clone();
+            // Before the claim is sent: the lock cannot expire earlier than this plus its TTL.
+            let claimed_at = Instant::now();
             let token = match store.claim(&key, config.lock_ttl).await {
                 Ok(Claim::Acquired(token)) => token,
                 Ok(Claim::Completed) => {
-                    metrics::counter!("firefly_webhook_duplicates_total", "provider" => job.event.provider.clone())
+                    metrics::counter!(metric::DUPLICATES_TOTAL, metric::PROVIDER => job.event.provider.clone())
                         .increment(1);
                     return Ok(Outcome::skipped("duplicate: already processed"));
                 }
@@ -171,17 +226,34 @@ where
                     return Err(ProcessError::deferred(InProgress, delay));
                 }
                 Err(err) => {
-                    tracing::warn!(key, error = %err, "idempotency store unavailable; deferring");
+                    tracing::warn!(
+                        key,
+                        error = &err as &dyn std::error::Error,
+                        "idempotency store unavailable; deferring"
+                    );
                     return Err(ProcessError::deferred(err, config.unavailable_retry));
                 }
             };
-            let result = inner.call(job).await;
+            job.ctx.fencing_token = Some(token.clone());
+            let result = tokio::select! {
+                biased;
+                result = inner.call(job) => result,
+                lost = hold(&*store, &key, &token, config.lock_ttl, claimed_at) => {
+                    // The processor was dropped with the other branch.
+                    tracing::warn!(key, reason = lost, "idempotency lock lost; processing stopped");
+                    return Err(ProcessError::deferred(LeaseLost, config.in_progress_retry));
+                }
+            };
             match &result {
                 Ok(_) => {
                     if let Err(err) = store.complete(&key, &token, config.processed_ttl).await {
                         // The effect happened: ack anyway. A missing marker only widens the
                         // window in which a provider redelivery could run again.
-                        tracing::error!(key, error = %err, "could not mark the event processed");
+                        tracing::error!(
+                            key,
+                            error = &err as &dyn std::error::Error,
+                            "could not mark the event processed"
+                        );
                     }
                 }
                 Err(err) => {
@@ -193,14 +265,56 @@ where
                     if let Err(e) = released
                         && !matches!(e, StoreError::Fenced)
                     {
-                        tracing::warn!(key, error = %e, "could not release the idempotency lock");
+                        tracing::warn!(
+                            key,
+                            error = &e as &dyn std::error::Error,
+                            "could not release the idempotency lock"
+                        );
                     }
                     if let Err(e) = counted {
-                        tracing::debug!(key, error = %e, "could not record the failure");
+                        tracing::debug!(
+                            key,
+                            error = &e as &dyn std::error::Error,
+                            "could not record the failure"
+                        );
                     }
                 }
             }
             result
         })
+    }
+}
+
+/// Renews the lock on `key` every third of `ttl` for as long as it is polled; returns (why)
+/// once the lock is lost: renewal was fenced, or no renewal succeeded before the lock ran out.
+async fn hold(
+    store: &dyn IdempotencyStore,
+    key: &str,
+    token: &FencingToken,
+    ttl: Duration,
+    claimed_at: Instant,
+) -> &'static str {
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    // A lower bound of the lock's expiry in the store: each renewal counts from when it was
+    // sent, not from when the store applied it.
+    let mut valid_until = claimed_at + ttl;
+    let mut next = claimed_at + every;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let sent = Instant::now();
+        if sent >= valid_until {
+            return "the lock expired before it could be renewed";
+        }
+        match tokio::time::timeout_at(valid_until, store.renew(key, token, ttl)).await {
+            Ok(Ok(())) => valid_until = sent + ttl,
+            Ok(Err(StoreError::Fenced)) => return "another worker owns the lock now",
+            Ok(Err(err)) => tracing::warn!(
+                key,
+                error = &err as &dyn std::error::Error,
+                "could not renew the idempotency lock; retrying"
+            ),
+            Err(_) => return "the lock expired before it could be renewed",
+        }
+        next = (sent + every).min(valid_until);
     }
 }

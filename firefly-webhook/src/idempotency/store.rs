@@ -9,18 +9,33 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::BoxError;
+pub use crate::process::FencingToken;
 
 /// Remembers which events were processed, so each event's effect happens once.
 ///
 /// A claim is two-phase: [`claim`](Self::claim) takes a short lock (the lock TTL bounds how
 /// long a crashed worker blocks others), [`complete`](Self::complete) turns it into a long-lived
-/// "processed" marker. Both phases are fenced: only the holder of the [`FencingToken`] returned
-/// by `claim` can complete or release, so a worker whose lock expired cannot overwrite a newer
-/// owner's claim.
+/// "processed" marker. While the processor runs, [`renew`](Self::renew) keeps the lock alive.
+/// Every phase is fenced: only the holder of the [`FencingToken`] returned by `claim` can renew,
+/// complete or release, so a worker whose lock expired cannot overwrite a newer owner's claim.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Tries to take the processing lock for `key` for `lock_ttl`.
     async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError>;
+
+    /// Extends the lock on `key` to `lock_ttl` from now, if `token` still owns it and it has
+    /// not expired. Fails with [`StoreError::Fenced`] otherwise: the caller no longer holds the
+    /// lock and must stop.
+    ///
+    /// The [`IdempotencyLayer`](super::IdempotencyLayer) calls it every third of the lock TTL
+    /// while a processor runs, so a processor may run longer than the lock TTL while a crashed
+    /// worker still blocks others for one TTL at most.
+    async fn renew(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        lock_ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Marks `key` processed for `processed_ttl` and drops the lock, if `token` still owns it.
     /// Fails with [`StoreError::Fenced`] otherwise.
@@ -54,6 +69,14 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
         (**self).claim(key, lock_ttl).await
+    }
+    async fn renew(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        lock_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        (**self).renew(key, token, lock_ttl).await
     }
     async fn complete(
         &self,
@@ -93,46 +116,18 @@ pub enum Claim {
     Completed,
 }
 
-/// Proof of lock ownership: a random value stored with the lock.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct FencingToken(String);
-
-impl FencingToken {
-    /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
-    /// non-cryptographic generator is enough.
-    pub fn random() -> Self {
-        Self(format!("{:032x}", fastrand::u128(..)))
-    }
-
-    /// Wraps a token read back from a store.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The token's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for FencingToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FencingToken({})", self.0)
-    }
-}
-
 /// An idempotency store failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store cannot be reached (or did not answer in time).
-    #[error("idempotency store unavailable: {0}")]
+    #[error("idempotency store unavailable")]
     Unavailable(#[source] BoxError),
     /// The token no longer owns the lock: it expired and someone else may have claimed it.
     #[error("the idempotency lock is no longer held by this worker")]
     Fenced,
     /// The store answered with something unexpected.
-    #[error("idempotency store failed: {0}")]
+    #[error("idempotency store failed")]
     Backend(#[source] BoxError),
 }
 
@@ -148,11 +143,56 @@ enum Slot {
     Processed { until: Instant },
 }
 
-#[derive(Default)]
-struct Failures {
+struct Failure {
     count: u64,
     last_error: String,
-    until: Option<Instant>,
+    until: Instant,
+}
+
+/// Failure counters, swept by TTL and bounded like the slots.
+struct Failures {
+    entries: HashMap<String, Failure>,
+    /// The size at which the next insert sweeps expired counters first.
+    sweep_at: usize,
+}
+
+/// Fewest counters that trigger a sweep, so small maps are not swept on every insert.
+const MIN_SWEEP: usize = 64;
+
+/// Longest error text a failure counter keeps; longer ones are cut at a char boundary.
+const MAX_ERROR_LEN: usize = 1024;
+
+impl Failures {
+    /// Drops expired counters, then, at `capacity`, the tenth that expires soonest. The next
+    /// sweep comes when the map has doubled, so an insert costs O(1) amortised and expired
+    /// counters never outnumber live ones by more than that.
+    fn sweep(&mut self, now: Instant, capacity: usize) {
+        self.entries.retain(|_, f| f.until > now);
+        if self.entries.len() >= capacity {
+            let mut untils: Vec<Instant> = self.entries.values().map(|f| f.until).collect();
+            let n = (capacity / 10).max(1).min(untils.len());
+            let (_, cutoff, _) = untils.select_nth_unstable(n - 1);
+            let cutoff = *cutoff;
+            let mut left = n;
+            self.entries.retain(|_, f| {
+                let drop = f.until <= cutoff && left > 0;
+                left -= usize::from(drop);
+                !drop
+            });
+        }
+        self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP).min(capacity);
+    }
+}
+
+fn truncate(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_LEN {
+        return error;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
 }
 
 /// An [`IdempotencyStore`] in this process's memory: for tests and single-process workers.
@@ -161,9 +201,12 @@ struct Failures {
 /// expired entries go first, then the oldest "processed" markers, so under sustained load the
 /// window in which duplicates are recognised is the last `capacity` events rather than the
 /// processed TTL. Use the Redis store when several processes share work or the window matters.
+///
+/// Failure counters are bounded the same way: expired ones are swept as the map grows, and at
+/// `capacity` the ones closest to expiry go first. Each keeps at most 1 KiB of error text.
 pub struct MemoryStore {
     slots: Mutex<HashMap<String, Slot>>,
-    failures: Mutex<HashMap<String, Failures>>,
+    failures: Mutex<Failures>,
     capacity: usize,
 }
 
@@ -192,10 +235,14 @@ impl MemoryStore {
 
     /// An empty store that keeps at most `capacity` keys (at least 16).
     pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(16);
         Self {
             slots: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            capacity: capacity.max(16),
+            failures: Mutex::new(Failures {
+                entries: HashMap::new(),
+                sweep_at: MIN_SWEEP.min(capacity),
+            }),
+            capacity,
         }
     }
 
@@ -213,8 +260,9 @@ impl MemoryStore {
     pub fn failures(&self, key: &str) -> Option<(u64, String)> {
         let now = Instant::now();
         lock(&self.failures)
+            .entries
             .get(key)
-            .filter(|f| f.until.is_none_or(|u| u > now))
+            .filter(|f| f.until > now)
             .map(|f| (f.count, f.last_error.clone()))
     }
 
@@ -279,6 +327,22 @@ impl IdempotencyStore for MemoryStore {
         Ok(Claim::Acquired(token))
     }
 
+    async fn renew(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        lock_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        match lock(&self.slots).get_mut(key) {
+            Some(Slot::Processing { token: t, until }) if t == token && *until > now => {
+                *until = now + lock_ttl;
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced),
+        }
+    }
+
     async fn complete(
         &self,
         key: &str,
@@ -324,13 +388,23 @@ impl IdempotencyStore for MemoryStore {
     ) -> Result<u64, StoreError> {
         let now = Instant::now();
         let mut failures = lock(&self.failures);
-        let f = failures.entry(key.to_owned()).or_default();
-        if f.until.is_some_and(|u| u <= now) {
+        if failures.entries.len() >= failures.sweep_at && !failures.entries.contains_key(key) {
+            failures.sweep(now, self.capacity);
+        }
+        let f = failures
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| Failure {
+                count: 0,
+                last_error: String::new(),
+                until: now,
+            });
+        if f.until <= now {
             f.count = 0;
         }
         f.count += 1;
-        error.clone_into(&mut f.last_error);
-        f.until = Some(now + ttl);
+        truncate(error).clone_into(&mut f.last_error);
+        f.until = now + ttl;
         Ok(f.count)
     }
 }
@@ -437,5 +511,97 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(store.failures("k"), None);
         assert_eq!(store.record_failure("k", "c", ttl).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_extends_the_owners_lock_only() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(3);
+        let Claim::Acquired(token) = store.claim("k", ttl).await.unwrap() else {
+            panic!()
+        };
+        // Renewed every two seconds, a three-second lock outlives its first TTL many times.
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            store.renew("k", &token, ttl).await.unwrap();
+            assert!(matches!(
+                store.claim("k", ttl).await.unwrap(),
+                Claim::InProgress { .. }
+            ));
+        }
+        assert!(matches!(
+            store.renew("k", &FencingToken::random(), ttl).await,
+            Err(StoreError::Fenced)
+        ));
+        // Once expired, even the right token cannot bring the lock back.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(matches!(
+            store.renew("k", &token, ttl).await,
+            Err(StoreError::Fenced)
+        ));
+        let Claim::Acquired(newer) = store.claim("k", ttl).await.unwrap() else {
+            panic!("an expired lock is claimable")
+        };
+        assert!(matches!(
+            store.renew("k", &token, ttl).await,
+            Err(StoreError::Fenced)
+        ));
+        store.renew("k", &newer, ttl).await.unwrap();
+        store.complete("k", &newer, DONE).await.unwrap();
+        assert!(matches!(
+            store.renew("k", &newer, ttl).await,
+            Err(StoreError::Fenced)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_failure_counters_are_evicted() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(10);
+        for i in 0..1_000 {
+            store
+                .record_failure(&format!("old{i}"), "e", ttl)
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for i in 0..1_000 {
+            store
+                .record_failure(&format!("new{i}"), "e", ttl)
+                .await
+                .unwrap();
+        }
+        // The map doubled past its last sweep size, so the expired counters went.
+        let failures = lock(&store.failures);
+        assert_eq!(failures.entries.len(), 1_000);
+        assert!(failures.entries.keys().all(|k| k.starts_with("new")));
+    }
+
+    #[tokio::test]
+    async fn failure_counters_stay_within_capacity() {
+        for capacity in [16, 100] {
+            let store = MemoryStore::with_capacity(capacity);
+            for i in 0..1_000 {
+                store
+                    .record_failure(&format!("k{i}"), "e", DONE)
+                    .await
+                    .unwrap();
+                assert!(lock(&store.failures).entries.len() <= capacity);
+            }
+        }
+        let store = MemoryStore::with_capacity(100);
+        let long = "x".repeat(10 * MAX_ERROR_LEN);
+        for i in 0..10_000 {
+            store
+                .record_failure(&format!("k{i}"), &long, DONE)
+                .await
+                .unwrap();
+            assert!(lock(&store.failures).entries.len() <= 100);
+        }
+        // The newest are kept, each with a bounded error text.
+        let (count, error) = store.failures("k9999").unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(error.len(), MAX_ERROR_LEN);
+        assert_eq!(store.failures("k0"), None);
     }
 }

@@ -2,20 +2,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
-use http::request::Parts;
+use http::{Extensions, HeaderMap};
 use ipnet::IpNet;
 
 use super::PeerAddr;
 
-fn peer(parts: &Parts) -> Option<SocketAddr> {
-    if let Some(PeerAddr(addr)) = parts.extensions.get::<PeerAddr>() {
+fn peer(extensions: &Extensions) -> Option<SocketAddr> {
+    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
         return Some(*addr);
     }
     #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(addr)) = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
     {
         return Some(*addr);
     }
@@ -24,13 +22,17 @@ fn peer(parts: &Parts) -> Option<SocketAddr> {
 
 /// The client IP. Forwarding headers are read only when the socket peer is a trusted proxy;
 /// then the right-most address that is not itself a trusted proxy is the client.
-pub(super) fn resolve(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer(parts)?.ip();
+pub(super) fn resolve(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer(extensions)?.ip();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return Some(peer);
     }
-    let chain = forwarded_chain(&parts.headers);
+    let chain = forwarded_chain(headers);
     // Walk from the nearest hop outwards; stop at the first untrusted one.
     let client = chain
         .iter()
@@ -82,7 +84,13 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use http::request::Parts;
+
     use super::*;
+
+    fn resolve(p: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
+        super::resolve(&p.headers, &p.extensions, trusted)
+    }
 
     fn parts(peer: &str, headers: &[(&str, &str)]) -> Parts {
         let mut b = http::Request::builder();

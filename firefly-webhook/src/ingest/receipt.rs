@@ -19,21 +19,26 @@ use time::format_description::well_known::Rfc3339;
 
 use super::IngestBody;
 use crate::event::{EventId, WebhookEvent};
+use crate::publish::Storage;
 
 /// The JSON body of a `202 Accepted` answer, in this field order.
 ///
 /// ```json
 /// {"eventId":"0193…","status":"accepted","message":"Webhook accepted","provider":"github",
 ///  "destination":"github","sourceIp":"203.0.113.9","payloadSize":1432,"headerCount":9,
-///  "receivedAt":"2026-01-02T03:04:05.123456789Z","processedAt":"2026-01-02T03:04:05.1239Z",
+///  "receivedAt":"2026-01-02T03:04:05.123456789Z","storage":"broker",
+///  "processedAt":"2026-01-02T03:04:05.1239Z",
 ///  "responseTimeMs":0.41}
 /// ```
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     /// The assigned event id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub event_id: EventId,
     /// Always `accepted`.
+    #[cfg_attr(feature = "openapi", schema(example = "accepted"))]
     pub status: &'static str,
     /// Human-readable summary.
     pub message: &'static str,
@@ -49,6 +54,10 @@ pub struct Receipt {
     pub header_count: usize,
     /// When the request was read (RFC 3339).
     pub received_at: String,
+    /// Where the event is held: `broker` (the broker confirmed it) or `spool` (on the local
+    /// disk, forwarded once the broker takes it).
+    #[cfg_attr(feature = "openapi", schema(example = "broker"))]
+    pub storage: &'static str,
     /// When the broker confirmed the event (RFC 3339).
     pub processed_at: String,
     /// Time from the start of handling to the broker's confirmation.
@@ -57,6 +66,7 @@ pub struct Receipt {
     /// [`IngestService::echo_payload`](super::IngestService::echo_payload): as JSON when it is
     /// JSON, else as a string when it is UTF-8, else omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub received_payload: Option<Box<RawValue>>,
 }
 
@@ -105,9 +115,11 @@ impl ReceiptWriter {
     }
 
     /// Appends the confirmation time and the response time; the `202` response.
-    pub(super) fn finish(mut self, started: Instant) -> Response<IngestBody> {
+    pub(super) fn finish(mut self, started: Instant, storage: Storage) -> Response<IngestBody> {
         let buf = &mut self.buf;
-        buf.extend_from_slice(br#","processedAt":"#);
+        buf.extend_from_slice(br#","storage":""#);
+        buf.extend_from_slice(storage.as_str().as_bytes());
+        buf.extend_from_slice(br#"","processedAt":"#);
         push_time(buf, OffsetDateTime::now_utc());
         buf.extend_from_slice(br#","responseTimeMs":"#);
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -245,6 +257,7 @@ mod tests {
             payload_size: event.body.len(),
             header_count: event.header_count(),
             received_at: crate::wire::rfc3339(event.received_at),
+            storage: "broker",
             // The two values that depend on when the receipt was finished.
             processed_at: written["processedAt"].as_str().unwrap().to_owned(),
             response_time_ms: written["responseTimeMs"].as_f64().unwrap(),
@@ -284,7 +297,8 @@ mod tests {
                     OffsetDateTime::from_unix_timestamp_nanos(1_767_323_045_000_000_000 + at_nanos)
                         .unwrap(),
                 );
-            let res = ReceiptWriter::start(&event, &destination, false).finish(Instant::now());
+            let res = ReceiptWriter::start(&event, &destination, false)
+                .finish(Instant::now(), Storage::Broker);
             assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
             let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
                 res.into_body(),
@@ -346,12 +360,15 @@ mod tests {
     #[test]
     fn echo_is_appended_last() {
         let event = WebhookEvent::new("github", r#"{"a":[1,2]}"#);
-        let (status, json) =
-            parts(ReceiptWriter::start(&event, "github", true).finish(Instant::now()));
+        let (status, json) = parts(
+            ReceiptWriter::start(&event, "github", true).finish(Instant::now(), Storage::Broker),
+        );
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(json["receivedPayload"], serde_json::json!({"a": [1, 2]}));
         let event = WebhookEvent::new("github", vec![0xff]);
-        let (_, json) = parts(ReceiptWriter::start(&event, "github", true).finish(Instant::now()));
+        let (_, json) = parts(
+            ReceiptWriter::start(&event, "github", true).finish(Instant::now(), Storage::Broker),
+        );
         assert!(json.get("receivedPayload").is_none());
     }
 }

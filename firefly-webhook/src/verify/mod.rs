@@ -30,7 +30,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Or from the environment (see [`Verifiers::from_env`]):
+//! Or, in an application built on the examples' `stack` crate, from the environment (the crate
+//! itself reads no environment; a [`Scheme`] builds a verifier from configuration):
 //!
 //! ```text
 //! FIREFLY_VERIFY_GITHUB=github
@@ -47,27 +48,41 @@
 //! constant-time.
 
 mod clock;
-mod env;
+mod handshake;
 mod layer;
+mod scheme;
 mod schemes;
 mod secret;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use time::OffsetDateTime;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::env::SCHEMES;
+pub use self::handshake::{
+    CloudEventsOrigin, DiscordPing, DropboxChallenge, GraphValidation, Handshake, HandshakeError,
+    HandshakeResponse, MAX_CHALLENGE_LEN, MetaVerifyToken, OktaVerification, SlackUrlVerification,
+    TwitchCallbackVerification, WithHandshake, XCrc, ZoomUrlValidation,
+};
 pub use self::layer::{ResponseFuture, Verify, VerifyLayer};
+pub use self::scheme::{Scheme, SchemeOptions, UnknownScheme};
+pub(crate) use self::schemes::body_delivery_id;
 pub use self::schemes::{
-    Algorithm, ApiKey, Basic, Encoding, GenericHmac, GitHub, GitLab, Intercom, Linear, Paddle,
-    Shopify, Slack, Square, StandardWebhooks, Stripe, Twilio, Zoom,
+    Algorithm, ApiKey, Basic, Bitbucket, BoxWebhooks, Calendly, DocuSign, Encoding, GenericHmac,
+    GitHub, GitLab, HubSpot, Intercom, Linear, Mailgun, Meta, Paddle, Shopify, Slack, Square,
+    StandardWebhooks, Stripe, Teams, Twilio, Twitch, Typeform, Zendesk, Zoom,
+};
+pub use self::schemes::{
+    Discord, GraphClientState, HttpsFetcher, MAX_CACHED, PayPal, RETRY_FAILED_AFTER, SendGrid, Sns,
+    SnsSubscription, Telnyx, TrustedUrl,
 };
 pub use self::secret::{Secret, SecretSet};
 use crate::event::WebhookEvent;
+use crate::metric;
 
 /// Checks one provider's signature scheme.
 ///
@@ -77,17 +92,93 @@ use crate::event::WebhookEvent;
 pub trait SignatureVerifier: Send + Sync + 'static {
     /// Verifies `request`; `Ok` says which secret matched.
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError>;
+
+    /// The headers that carry the shared secret itself (a token, a password), as opposed to a
+    /// signature derived from it. The ingest service removes them from a verified event before
+    /// publishing, unless told to [keep them](crate::IngestService::keep_credentials).
+    ///
+    /// Default: none, right for every signature scheme (an HMAC does not reveal its key).
+    fn secret_headers(&self) -> &[HeaderName] {
+        &[]
+    }
+
+    /// The provider's delivery id, when this scheme's signature covers it: the id a redelivery
+    /// repeats and a forger cannot change without breaking the signature. The idempotency keys
+    /// use it (see [`IdempotencyKeys`](crate::idempotency::IdempotencyKeys)).
+    ///
+    /// It is read, not checked: call it on a request that [`verify`](Self::verify) accepted.
+    /// Return only what the signature covers — an id in a header that is not signed can be
+    /// changed on a replayed request, and then the replay would not look like a duplicate.
+    ///
+    /// Default: `None` (the key then comes from the body, which every scheme signs).
+    fn delivery_id<'a>(&self, _request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        None
+    }
+
+    /// What must be fetched before [`verify`](Self::verify) can decide `request`: a future
+    /// that fills the verifier's cache (the signing certificate of AWS SNS or PayPal), or
+    /// `None` when nothing is missing. The ingest service and [`VerifyLayer`] await it
+    /// (bounded by [`PREPARE_TIMEOUT`]) before verifying; `verify` itself stays synchronous
+    /// and only reads the cache. See [`Sns`] for why a certificate fetch fits this way.
+    ///
+    /// Default: `None`, right for every scheme whose keys are in the configuration.
+    fn prepare(&self, _request: &SignedRequest<'_>) -> Option<crate::BoxFuture<()>> {
+        None
+    }
+
+    /// The provider's endpoint [`Handshake`], when this verifier comes with one (see
+    /// [`WithHandshake`]). Default: none.
+    fn handshake(&self) -> Option<&dyn Handshake> {
+        None
+    }
 }
+
+/// How long the ingest service and [`VerifyLayer`] wait for a verifier's
+/// [`prepare`](SignatureVerifier::prepare) step (a certificate fetch) before verifying without
+/// it.
+pub const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<V: SignatureVerifier + ?Sized> SignatureVerifier for Arc<V> {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         (**self).verify(request)
+    }
+
+    fn prepare(&self, request: &SignedRequest<'_>) -> Option<crate::BoxFuture<()>> {
+        (**self).prepare(request)
+    }
+
+    fn handshake(&self) -> Option<&dyn Handshake> {
+        (**self).handshake()
+    }
+
+    fn secret_headers(&self) -> &[HeaderName] {
+        (**self).secret_headers()
+    }
+
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        (**self).delivery_id(request)
     }
 }
 
 impl<V: SignatureVerifier + ?Sized> SignatureVerifier for Box<V> {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         (**self).verify(request)
+    }
+
+    fn prepare(&self, request: &SignedRequest<'_>) -> Option<crate::BoxFuture<()>> {
+        (**self).prepare(request)
+    }
+
+    fn handshake(&self) -> Option<&dyn Handshake> {
+        (**self).handshake()
+    }
+
+    fn secret_headers(&self) -> &[HeaderName] {
+        (**self).secret_headers()
+    }
+
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        (**self).delivery_id(request)
     }
 }
 
@@ -98,18 +189,20 @@ pub struct SignedRequest<'a> {
     body: &'a [u8],
     headers: &'a HeaderMap,
     public_url: Option<&'a str>,
+    method: &'a str,
     path: &'a str,
     query: Option<&'a str>,
     now: OffsetDateTime,
 }
 
 impl<'a> SignedRequest<'a> {
-    /// A request with this body and headers, judged at the current system time, with no URL.
+    /// A `POST` with this body and headers, judged at the current system time, with no URL.
     pub fn new(body: &'a [u8], headers: &'a HeaderMap) -> Self {
         Self {
             body,
             headers,
             public_url: None,
+            method: "POST",
             path: "",
             query: None,
             now: OffsetDateTime::now_utc(),
@@ -122,6 +215,7 @@ impl<'a> SignedRequest<'a> {
             body: &event.body,
             headers: &event.headers,
             public_url: None,
+            method: event.method.as_str(),
             path: &event.path,
             query: event.query.as_deref(),
             now: event.received_at,
@@ -149,6 +243,18 @@ impl<'a> SignedRequest<'a> {
         self.path = path;
         self.query = query;
         self
+    }
+
+    /// The HTTP method (default `POST`), for schemes that sign it (HubSpot).
+    #[must_use]
+    pub fn method(mut self, method: &'a str) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The HTTP method, upper case as sent.
+    pub fn method_str(&self) -> &'a str {
+        self.method
     }
 
     /// The raw body bytes.
@@ -211,6 +317,7 @@ impl fmt::Debug for SignedRequest<'_> {
             .field("body_len", &self.body.len())
             .field("header_names", &self.headers.keys().collect::<Vec<_>>())
             .field("public_url", &self.public_url)
+            .field("method", &self.method)
             .field("path", &self.path)
             .field("now", &self.now)
             .finish_non_exhaustive()
@@ -290,11 +397,19 @@ pub enum VerifyError {
     /// Verification is required and this provider has no verifier.
     #[error("no verifier is configured for this provider")]
     UnknownProvider,
+    /// The signing certificate's URL is not `https` on the provider's host, or what it holds
+    /// is not a usable certificate (does not parse, expired).
+    #[error("the signing certificate is not trusted")]
+    UntrustedCertificate,
+    /// The signing certificate could not be fetched (yet); the provider should retry.
+    #[error("the signing certificate is unavailable, retry later")]
+    CertificateUnavailable,
 }
 
 impl VerifyError {
     /// The machine-readable code: `missing_signature`, `malformed_signature`,
-    /// `invalid_signature`, `timestamp_out_of_tolerance` or `unknown_provider`.
+    /// `invalid_signature`, `timestamp_out_of_tolerance`, `unknown_provider`,
+    /// `untrusted_certificate` or `certificate_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingSignature => "missing_signature",
@@ -302,6 +417,8 @@ impl VerifyError {
             Self::InvalidSignature => "invalid_signature",
             Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             Self::UnknownProvider => "unknown_provider",
+            Self::UntrustedCertificate => "untrusted_certificate",
+            Self::CertificateUnavailable => "certificate_unavailable",
         }
     }
 }
@@ -324,14 +441,6 @@ pub enum ConfigError {
     Invalid {
         /// The setting, e.g. `header name` or `template`.
         setting: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// An environment variable is missing or invalid.
-    #[error("{var}: {reason}")]
-    Env {
-        /// The variable name.
-        var: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -372,6 +481,8 @@ pub struct Verifiers {
 #[derive(Clone)]
 struct Registry {
     by_provider: HashMap<String, Arc<dyn SignatureVerifier>>,
+    handshakes: HashMap<String, Arc<dyn Handshake>>,
+    publish_handshakes: bool,
     require: bool,
     public_url: Option<String>,
     clock: Arc<dyn Clock>,
@@ -381,6 +492,8 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             by_provider: HashMap::new(),
+            handshakes: HashMap::new(),
+            publish_handshakes: false,
             require: false,
             public_url: None,
             clock: Arc::new(SystemClock),
@@ -417,6 +530,54 @@ impl Verifiers {
             .by_provider
             .insert(provider.to_ascii_lowercase(), Arc::new(verifier));
         self
+    }
+
+    /// Answers `provider`'s endpoint handshake with `handshake`, replacing the one its verifier
+    /// comes with (see [`SignatureVerifier::handshake`]); e.g. [`CloudEventsOrigin`] beside any
+    /// scheme. A provider with a handshake accepts the `GET` / `OPTIONS` requests it
+    /// [lists](Handshake::methods).
+    #[must_use]
+    pub fn handshake(mut self, provider: &str, handshake: impl Handshake) -> Self {
+        self.registry_mut()
+            .handshakes
+            .insert(provider.to_ascii_lowercase(), Arc::new(handshake));
+        self
+    }
+
+    /// Publish handshake requests too, after answering them (default `false`: a handshake is
+    /// answered and nothing is published).
+    #[must_use]
+    pub fn publish_handshakes(mut self, publish: bool) -> Self {
+        self.registry_mut().publish_handshakes = publish;
+        self
+    }
+
+    /// Whether handshake requests are published.
+    pub fn is_publishing_handshakes(&self) -> bool {
+        self.inner.publish_handshakes
+    }
+
+    /// The handshake of `provider`: the one [set](Self::handshake) for it, else its verifier's.
+    pub fn handshake_of(&self, provider: &str) -> Option<&dyn Handshake> {
+        let map = &self.inner.handshakes;
+        let set = match map.get(provider) {
+            Some(h) => Some(h),
+            None if provider.bytes().any(|b| b.is_ascii_uppercase()) => {
+                map.get(&provider.to_ascii_lowercase())
+            }
+            None => None,
+        };
+        match set {
+            Some(h) => Some(&**h),
+            None => self.lookup(provider)?.handshake(),
+        }
+    }
+
+    /// What `event`'s verifier must fetch before it can verify it (see
+    /// [`SignatureVerifier::prepare`]); `None` when nothing.
+    pub fn prepare_event(&self, event: &WebhookEvent) -> Option<crate::BoxFuture<()>> {
+        let verifier = self.lookup(&event.provider)?;
+        verifier.prepare(&SignedRequest::from_event(event))
     }
 
     /// When `true`, providers without a verifier are refused with `unknown_provider`.
@@ -480,6 +641,14 @@ impl Verifiers {
         self.inner.clock.now().min(event.received_at)
     }
 
+    /// The delivery id that `event`'s verifier declares signed (see
+    /// [`SignatureVerifier::delivery_id`]); `None` when the provider has no verifier or its
+    /// scheme signs no id. It does not verify `event`.
+    pub fn delivery_id<'a>(&self, event: &'a WebhookEvent) -> Option<Cow<'a, str>> {
+        let request = SignedRequest::from_event(event);
+        self.lookup(&event.provider)?.delivery_id(&request)
+    }
+
     /// Verifies `event` with its provider's verifier. `Ok(None)`: no verifier, not required.
     pub fn verify_event(&self, event: &WebhookEvent) -> Result<Option<Verified>, VerifyError> {
         let Some(verifier) = self.lookup(&event.provider) else {
@@ -524,17 +693,17 @@ fn record(provider: &str, result: &Result<Verified, VerifyError>) {
                 .secret_label()
                 .map_or_else(|| v.secret_index().to_string(), str::to_owned);
             metrics::counter!(
-                "firefly_webhook_verifications_total",
-                "provider" => provider.to_owned(),
-                "outcome" => "verified",
-                "secret" => secret,
+                metric::VERIFICATIONS_TOTAL,
+                metric::PROVIDER => provider.to_owned(),
+                metric::OUTCOME => "verified",
+                metric::SECRET => secret,
             )
             .increment(1);
         }
         Err(e) => metrics::counter!(
-            "firefly_webhook_verifications_total",
-            "provider" => provider.to_owned(),
-            "outcome" => e.code(),
+            metric::VERIFICATIONS_TOTAL,
+            metric::PROVIDER => provider.to_owned(),
+            metric::OUTCOME => e.code(),
         )
         .increment(1),
     }
@@ -564,6 +733,11 @@ mod tests {
                 "timestamp_out_of_tolerance",
             ),
             (VerifyError::UnknownProvider, "unknown_provider"),
+            (VerifyError::UntrustedCertificate, "untrusted_certificate"),
+            (
+                VerifyError::CertificateUnavailable,
+                "certificate_unavailable",
+            ),
         ];
         for (err, code) in all {
             assert_eq!(err.code(), code);
@@ -627,6 +801,81 @@ mod tests {
         assert!(a.get("GITHUB").is_some());
         assert_eq!(a.providers(), vec!["github"]);
         assert!(format!("{a:?}").contains("github"));
+    }
+
+    #[test]
+    fn verifiers_declare_only_the_ids_their_signatures_cover() {
+        const KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let v = Verifiers::new()
+            .provider("std", StandardWebhooks::new(KEY).unwrap())
+            .provider("svix", StandardWebhooks::svix(KEY).unwrap())
+            .provider("stripe", Stripe::new("s"))
+            .provider("slack", Slack::new("s"))
+            .provider("square", Square::new("s"))
+            .provider("paddle", Paddle::new("s"))
+            .provider("intercom", Intercom::new("s"))
+            .provider("linear", Linear::new("s"))
+            .provider("github", GitHub::new("s"))
+            .provider("shopify", Shopify::new("s"))
+            .provider("zoom", Zoom::new("s"));
+        let event = |provider: &str, headers: &[(&'static str, &str)], body: &str| {
+            let mut h = HeaderMap::new();
+            for (name, value) in headers {
+                h.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            WebhookEvent::new(provider, body.to_owned()).with_headers(h)
+        };
+        let id = |e: &WebhookEvent| v.delivery_id(e).map(Cow::into_owned);
+        let body = r#"{"id":"a","event_id":"b","notification_id":"c","webhookTimestamp":1}"#;
+        for (provider, expected) in [
+            ("stripe", Some("a")),
+            ("slack", Some("b")),
+            ("square", Some("b")),
+            ("paddle", Some("b")),
+            ("intercom", Some("a")),
+            // Signed only the body, their delivery headers are not ids.
+            ("github", None),
+            ("shopify", None),
+            ("zoom", None),
+            ("nobody", None),
+        ] {
+            let e = event(
+                provider,
+                &[
+                    ("x-github-delivery", "h"),
+                    ("x-shopify-webhook-id", "h"),
+                    ("webhook-id", "h"),
+                ],
+                body,
+            );
+            assert_eq!(id(&e).as_deref(), expected, "{provider}");
+        }
+        assert_eq!(
+            id(&event("std", &[("webhook-id", "msg_1")], "{}")).as_deref(),
+            Some("msg_1")
+        );
+        assert_eq!(
+            id(&event("svix", &[("svix-id", "msg_2")], "{}")).as_deref(),
+            Some("msg_2")
+        );
+        assert_eq!(id(&event("std", &[], "{}")), None);
+        // Linear: the body without its timestamp, which retries change.
+        let linear = |ts: u64| {
+            id(&event(
+                "linear",
+                &[],
+                &format!(r#"{{"a":1,"webhookTimestamp":{ts}}}"#),
+            ))
+        };
+        assert_eq!(linear(1), linear(2));
+        assert_ne!(
+            linear(1),
+            id(&event("linear", &[], r#"{"a":2,"webhookTimestamp":1}"#))
+        );
+        // No id, or not a string: none.
+        assert_eq!(id(&event("stripe", &[], r#"{"id":""}"#)), None);
+        assert_eq!(id(&event("stripe", &[], r#"{"id":7}"#)), None);
+        assert_eq!(id(&event("slack", &[], "token=x&command=%2Fhi")), None);
     }
 
     #[test]

@@ -6,6 +6,14 @@
 //! acked only after processing finished — processed, skipped as a duplicate, or written to the
 //! dead-letter destination. Anything else leaves it for redelivery.
 //!
+//! A worker holds at most `concurrency` deliveries in memory, whatever the failure rate:
+//! each one pulled takes a slot, a short retry waits in process in its slot, a longer one goes
+//! back to the transport, and deliveries waiting behind another of the same ordering key keep
+//! theirs.
+//!
+//! When the processor keeps failing, the worker pauses instead of burning every event's retry
+//! budget: see [`WorkerBuilder::pause_after`].
+//!
 //! ```
 //! use std::time::Duration;
 //! use firefly_webhook::memory::MemoryBroker;
@@ -17,12 +25,15 @@
 //! let broker = MemoryBroker::new(1000);
 //! broker.publisher().publish("github", WebhookEvent::new("github", "{}")).await.unwrap();
 //!
-//! let worker = Worker::builder(broker.subscriber())
+//! let worker = Worker::builder(broker.subscriber_all())
 //!     .concurrency(16)
 //!     .retry(RetryPolicy::new().max_attempts(5))
-//!     .build(processor_fn(|event, ctx| async move {
-//!         println!("{} attempt {}", event.id, ctx.attempt);
-//!         Ok(Outcome::Processed)
+//!     .build(processor_fn(|event, ctx| {
+//!         let (id, attempt) = (event.id, ctx.attempt);
+//!         async move {
+//!             println!("{id} attempt {attempt}");
+//!             Ok(Outcome::Processed)
+//!         }
 //!     }));
 //! // Runs until the future completes, then drains in-flight work.
 //! worker.run_until(tokio::time::sleep(Duration::from_millis(50))).await;
@@ -30,6 +41,7 @@
 //! # }
 //! ```
 
+mod pause;
 mod retry;
 mod service;
 
@@ -46,61 +58,48 @@ use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use self::pause::{Advice, Gate, Pause, Probe, Verdict};
 pub use self::retry::RetryPolicy;
 pub use self::service::{Elapsed, Panicked, ProcessorService};
-use crate::event::WebhookEvent;
-use crate::idempotency::{
-    IdempotencyConfig, IdempotencyKeys, IdempotencyLayer, IdempotencyStore, MemoryStore,
-};
-use crate::process::{Context, Outcome, ProcessError, WebhookProcessor};
-use crate::subscribe::{Acker, Delivery, Subscriber};
+use crate::dead_letter::DeadLetter;
+use crate::event::{TraceContext, WebhookEvent};
+use crate::handles::Handles;
+use crate::idempotency::{IdempotencyKeys, IdempotencyLayer, MemoryStore};
+use crate::metric;
+use crate::process::{Context, Job, Outcome, ProcessError, RetryDecision, WebhookProcessor};
+use crate::subscribe::{Acker, Delivery, DeliveryMeta, SubscribeError, Subscriber};
 use crate::verify::VerifyLayer;
-use crate::wire::DeadLetter;
-
-/// The request flowing through the worker's tower stack.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Job {
-    /// The event (shared: retries clone the job, not the body).
-    pub event: Arc<WebhookEvent>,
-    /// What the worker knows about this attempt.
-    pub ctx: Context,
-}
-
-impl Job {
-    /// A job for `event` with `ctx`.
-    pub fn new(event: impl Into<Arc<WebhookEvent>>, ctx: Context) -> Self {
-        Self {
-            event: event.into(),
-            ctx,
-        }
-    }
-}
-
-impl AsRef<WebhookEvent> for Job {
-    fn as_ref(&self) -> &WebhookEvent {
-        &self.event
-    }
-}
+use metrics::{Counter, Histogram, SharedString};
+use tracing::Instrument as _;
 
 /// The type-erased stack a [`Worker`] runs.
-pub type JobService = BoxCloneService<Job, Outcome, ProcessError>;
+type JobService = BoxCloneService<Job, Outcome, ProcessError>;
 
 type OrderFn = dyn Fn(&WebhookEvent) -> Option<String> + Send + Sync;
 
+/// Consecutive failed deliveries that pause a worker by default.
+const PAUSE_AFTER: u32 = 20;
+/// How long a worker pauses by default.
+const PAUSE_COOL_DOWN: Duration = Duration::from_secs(30);
+
 /// Configures a [`Worker`]; see [`Worker::builder`].
+#[must_use = "builder does nothing itself"]
 pub struct WorkerBuilder<Sub> {
     subscriber: Sub,
     concurrency: usize,
     shutdown_timeout: Duration,
     retry: RetryPolicy,
-    store: Option<Arc<dyn IdempotencyStore>>,
-    idempotency: IdempotencyConfig,
-    keys: IdempotencyKeys,
+    idempotency: Option<IdempotencyLayer>,
     order_by: Option<Arc<OrderFn>>,
     processing_timeout: Option<Duration>,
     verifiers: Option<crate::verify::Verifiers>,
+    /// Consecutive failures and cool-down of the pause breaker; `None` when it is off.
+    pause: Option<(u32, Duration)>,
+    on_span: Option<Arc<SpanHook>>,
 }
+
+/// See [`WorkerBuilder::on_span`].
+type SpanHook = dyn Fn(&tracing::Span, Option<&TraceContext>) -> Option<TraceContext> + Send + Sync;
 
 impl<Sub> fmt::Debug for WorkerBuilder<Sub> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -108,76 +107,67 @@ impl<Sub> fmt::Debug for WorkerBuilder<Sub> {
             .field("concurrency", &self.concurrency)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("retry", &self.retry)
-            .field(
-                "idempotency",
-                &self.store.as_ref().map(|_| self.idempotency),
-            )
+            .field("idempotency", &self.idempotency)
             .field("ordered", &self.order_by.is_some())
             .field("processing_timeout", &self.processing_timeout)
+            .field("pause", &self.pause)
+            .field("on_span", &self.on_span.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<Sub: Subscriber> WorkerBuilder<Sub> {
     /// Deliveries processed at once (default 64).
-    #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
     /// How long shutdown waits for in-flight work before giving it back (default 30 s).
-    #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// Retry policy (default [`RetryPolicy::default`]).
-    #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
-    /// Idempotency store (default: a [`MemoryStore`] private to this worker).
-    #[must_use]
-    pub fn idempotency(mut self, store: impl IdempotencyStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// Idempotency store shared with other workers of this process.
-    #[must_use]
-    pub fn idempotency_shared(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// Idempotency TTLs and delays.
-    #[must_use]
-    pub fn idempotency_config(mut self, config: IdempotencyConfig) -> Self {
-        self.idempotency = config;
+    /// Idempotency: a store (any [`IdempotencyStore`](crate::idempotency::IdempotencyStore), shared as `Arc<dyn IdempotencyStore>`
+    /// or not), or an [`IdempotencyLayer`] with its TTLs and key rules. Default: a
+    /// [`MemoryStore`] private to this worker, default settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use firefly_webhook::idempotency::{IdempotencyKeys, IdempotencyLayer, MemoryStore};
+    /// # use firefly_webhook::{Worker, memory::MemoryBroker};
+    /// # let broker = MemoryBroker::new(10);
+    ///
+    /// let store = MemoryStore::new();
+    /// let builder = Worker::builder(broker.subscriber_all()).idempotency(
+    ///     IdempotencyLayer::new(store)
+    ///         .lock_ttl(Duration::from_secs(60))
+    ///         .keys(IdempotencyKeys::new().provider("acme", |event| {
+    ///             event.header("x-acme-event").map(str::to_owned)
+    ///         })),
+    /// );
+    /// # let _ = builder;
+    /// ```
+    pub fn idempotency(mut self, idempotency: impl Into<IdempotencyLayer>) -> Self {
+        self.idempotency = Some(idempotency.into());
         self
     }
 
     /// Turns idempotency off: the processor may see a provider's redeliveries.
-    #[must_use]
     pub fn without_idempotency(mut self) -> Self {
-        self.store = None;
-        self
-    }
-
-    /// How idempotency keys are computed (default: [`IdempotencyKeys::new`]).
-    #[must_use]
-    pub fn keys(mut self, keys: IdempotencyKeys) -> Self {
-        self.keys = keys;
+        self.idempotency = None;
         self
     }
 
     /// Events with the same ordering key run one at a time, in delivery order; others run in
     /// parallel. `None` from `f` means "no ordering" for that event.
-    #[must_use]
     pub fn order_by<F>(mut self, f: F) -> Self
     where
         F: Fn(&WebhookEvent) -> Option<String> + Send + Sync + 'static,
@@ -187,16 +177,80 @@ impl<Sub: Subscriber> WorkerBuilder<Sub> {
     }
 
     /// Fails attempts that run longer than `timeout`.
-    #[must_use]
     pub fn processing_timeout(mut self, timeout: Duration) -> Self {
         self.processing_timeout = Some(timeout);
         self
     }
 
     /// Verifies signatures again before processing; failures are dead-lettered (validation).
-    #[must_use]
     pub fn verifiers(mut self, verifiers: crate::verify::Verifiers) -> Self {
         self.verifiers = Some(verifiers);
+        self
+    }
+
+    /// Pauses the worker when `consecutive_failures` deliveries in a row, of at least two
+    /// different events, fail transiently (after their in-process retries): it pulls nothing
+    /// for `cool_down`, then lets one delivery through as a probe, and resumes at full
+    /// concurrency once a probe succeeds (a failed probe pauses it for another cool-down). `0`
+    /// turns the pause off, as [`without_pause`](Self::without_pause) does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use firefly_webhook::{Worker, memory::MemoryBroker};
+    /// # let broker = MemoryBroker::new(10);
+    ///
+    /// // Pause for a minute after 50 failed deliveries in a row.
+    /// let builder = Worker::builder(broker.subscriber_all())
+    ///     .pause_after(50, Duration::from_secs(60));
+    /// # let _ = builder;
+    /// ```
+    ///
+    /// Default: 20 failures, 30 s. At the rates a worker is built for, 20 deliveries failing in
+    /// a row without one success in between means the downstream is down, not that 20 events
+    /// are bad; and 30 s, the default retry policy's longest backoff, lets a restarting
+    /// dependency come back without adding much delay once it has.
+    ///
+    /// What it protects: while the worker is paused (or probing), a delivery that fails goes
+    /// back to the transport *without counting an attempt*, as a
+    /// [deferred](ProcessError::deferred) one does, and deliveries not pulled yet stay in the
+    /// broker. Nothing is dead-lettered because of the outage. Before the breaker opens, a
+    /// delivery out of attempts is dead-lettered only if it is the only event failing since
+    /// the last success; if others are failing too, it goes back to the transport without
+    /// counting an attempt. So a poison event is still dead-lettered among events that
+    /// succeed, while an outage costs nothing but the first failures' attempts. (If every
+    /// event fails, that is indistinguishable from an outage: the worker keeps them all and
+    /// keeps probing.)
+    ///
+    /// Processed events and permanent errors reset the count (the downstream answered);
+    /// skipped events, duplicates and deferred deliveries neither count nor reset. Each
+    /// transition logs a line and sets the [`WORKER_BREAKER_STATE`](metric::WORKER_BREAKER_STATE)
+    /// gauge.
+    pub fn pause_after(mut self, consecutive_failures: u32, cool_down: Duration) -> Self {
+        self.pause = (consecutive_failures > 0).then_some((consecutive_failures, cool_down));
+        self
+    }
+
+    /// Never pauses: every failure follows the retry policy, even during an outage.
+    pub fn without_pause(mut self) -> Self {
+        self.pause = None;
+        self
+    }
+
+    /// Calls `hook` with each delivery's [`SPAN`] span as soon as it is created and the trace
+    /// context the event carried (the ingest span's), if any. What the hook returns becomes
+    /// the span's own context; `None` leaves it to the worker (a child of the event's
+    /// context). The same hook as
+    /// [`IngestService::on_span`](crate::IngestService::on_span) fits here: an OpenTelemetry
+    /// hook makes the event's context the span's remote parent, so one exported trace shows
+    /// the request, the publish and the processing.
+    pub fn on_span<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&tracing::Span, Option<&TraceContext>) -> Option<TraceContext>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.on_span = Some(Arc::new(hook));
         self
     }
 
@@ -206,30 +260,41 @@ impl<Sub: Subscriber> WorkerBuilder<Sub> {
         // Verification first: a forged event must not claim an idempotency key.
         let stack = ServiceBuilder::new()
             .option_layer(self.verifiers.clone().map(VerifyLayer::new))
-            .option_layer(
-                self.store
-                    .clone()
-                    .map(|s| IdempotencyLayer::from_arc(s).config(self.idempotency)),
-            )
+            .option_layer(self.idempotency.clone())
             .layer(tower::retry::RetryLayer::new(self.retry))
-            .service(processor)
-            .map_err(|e: ProcessError| e);
-        self.build_service(BoxCloneService::new(stack))
+            .service(processor);
+        self.build_service(stack)
     }
 
     /// Uses a stack of your own (compose it from [`IdempotencyLayer`], `VerifyLayer`,
     /// `tower::retry::RetryLayer` with a [`RetryPolicy`], [`ProcessorService`] and your own
     /// layers). The worker still uses its [`RetryPolicy`] to decide between a delayed
-    /// redelivery and dead-lettering when the stack returns an error.
-    pub fn build_service(self, service: JobService) -> Worker<Sub> {
+    /// redelivery and dead-lettering when the stack returns an error without a
+    /// [`RetryDecision`], and the key rules of its idempotency setting to fill
+    /// [`Context::idempotency_key`].
+    pub fn build_service<S>(self, service: S) -> Worker<Sub>
+    where
+        S: tower::Service<Job, Response = Outcome, Error = ProcessError> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let keys = self
+            .idempotency
+            .as_ref()
+            .map_or_else(IdempotencyKeys::new, |layer| layer.key_rules().clone())
+            .or_verifiers(self.verifiers.as_ref());
         Worker {
             subscriber: self.subscriber,
-            service,
+            service: BoxCloneService::new(service),
             shared: Arc::new(Shared {
                 retry: self.retry,
-                keys: self.keys,
+                keys,
                 order_by: self.order_by,
                 queues: Mutex::new(HashMap::new()),
+                recorded: Handles::default(),
+                on_span: self.on_span,
+                pause: self
+                    .pause
+                    .map(|(failures, cool_down)| Arc::new(Pause::new(failures, cool_down))),
             }),
             concurrency: self.concurrency,
             shutdown_timeout: self.shutdown_timeout,
@@ -255,7 +320,22 @@ impl<Sub> fmt::Debug for Worker<Sub> {
     }
 }
 
-type Queued = (Delivery, OwnedSemaphorePermit);
+/// The name of the span each delivery is processed in (target `firefly_webhook::worker`, level
+/// `DEBUG`, like the ingest span: see [`ingest::SPAN`](crate::ingest::SPAN)).
+///
+/// Its fields: `provider`, `event_id`, `destination`, `attempt`, `outcome` (`processed`,
+/// `skipped`, `deferred`, `retry`, `dead_lettered` or `given_back`), `trace_id` and `span_id`
+/// (the span's own W3C ids: a **child** of the context the event carries, so the worker's span
+/// shares the ingest request's trace id), and `traceparent`, the event's context. Spans the
+/// processor opens are its children.
+pub const SPAN: &str = "process";
+
+/// The target of the delivery span ([`SPAN`]).
+pub const SPAN_TARGET: &str = "firefly_webhook::worker";
+const TARGET: &str = SPAN_TARGET;
+
+/// A delivery with its concurrency slot, and its probe when it is the paused worker's.
+type Queued = (Delivery, OwnedSemaphorePermit, Option<Probe>);
 
 struct Shared {
     retry: RetryPolicy,
@@ -263,9 +343,39 @@ struct Shared {
     order_by: Option<Arc<OrderFn>>,
     /// Per ordering key: deliveries waiting behind the one running.
     queues: Mutex<HashMap<String, VecDeque<Queued>>>,
+    pause: Option<Arc<Pause>>,
+    recorded: Handles<String, Arc<Recorded>>,
+    on_span: Option<Arc<SpanHook>>,
+}
+
+/// The handles of one provider's per-event worker metrics (see [`Handles`]).
+struct Recorded {
+    /// The provider label: the name, or [`metric::OTHER_PROVIDER`] past
+    /// [`metric::MAX_PROVIDER_LABELS`] names.
+    label: SharedString,
+    received: Counter,
+    processing: Histogram,
+    processed: Counter,
 }
 
 impl Shared {
+    /// The metric handles of `provider`'s events.
+    fn recorded(&self, provider: &str) -> Arc<Recorded> {
+        self.recorded.get(provider, |provider| {
+            let label = if self.recorded.len() < metric::MAX_PROVIDER_LABELS {
+                SharedString::from(provider.to_owned())
+            } else {
+                SharedString::const_str(metric::OTHER_PROVIDER)
+            };
+            Arc::new(Recorded {
+                received: metrics::counter!(metric::RECEIVED_TOTAL, metric::PROVIDER => label.clone()),
+                processing: metrics::histogram!(metric::PROCESSING_SECONDS, metric::PROVIDER => label.clone()),
+                processed: metrics::counter!(metric::PROCESSED_TOTAL, metric::PROVIDER => label.clone()),
+                label,
+            })
+        })
+    }
+
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Queued>>> {
         // Each critical section is a single map operation; a poisoned map is consistent.
         self.queues
@@ -282,12 +392,12 @@ impl Worker<()> {
             concurrency: 64,
             shutdown_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
-            store: Some(Arc::new(MemoryStore::new())),
-            idempotency: IdempotencyConfig::default(),
-            keys: IdempotencyKeys::new(),
+            idempotency: Some(IdempotencyLayer::new(MemoryStore::new())),
             order_by: None,
             processing_timeout: None,
             verifiers: None,
+            pause: Some((PAUSE_AFTER, PAUSE_COOL_DOWN)),
+            on_span: None,
         }
     }
 }
@@ -308,7 +418,7 @@ impl<Sub: Subscriber> Worker<Sub> {
         let mut backoff = Duration::from_millis(100);
         tokio::pin!(shutdown);
 
-        loop {
+        'run: loop {
             while tasks.try_join_next().is_some() {}
             let permit = tokio::select! {
                 biased;
@@ -316,6 +426,25 @@ impl<Sub: Subscriber> Worker<Sub> {
                 permit = Arc::clone(&permits).acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break, // the semaphore is never closed
+                },
+            };
+            // A paused worker pulls nothing; a probing one, one delivery at a time.
+            let probe = match &self.shared.pause {
+                None => None,
+                Some(pause) => loop {
+                    match pause.gate() {
+                        Gate::Pull(probe) => break probe,
+                        Gate::WaitUntil(until) => tokio::select! {
+                            biased;
+                            () = &mut shutdown => break 'run,
+                            () = tokio::time::sleep_until(until) => {}
+                        },
+                        Gate::WaitForProbe => tokio::select! {
+                            biased;
+                            () = &mut shutdown => break 'run,
+                            () = pause.probe_ended() => {}
+                        },
+                    }
                 },
             };
             let next = tokio::select! {
@@ -326,7 +455,7 @@ impl<Sub: Subscriber> Worker<Sub> {
             match next {
                 None => break,
                 Some(Err(err)) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "subscriber failed");
+                    tracing::warn!(error = &err as &dyn std::error::Error, retry_in = ?backoff, "subscriber failed");
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(backoff) => {}
@@ -335,11 +464,13 @@ impl<Sub: Subscriber> Worker<Sub> {
                 }
                 Some(Ok(delivery)) => {
                     backoff = Duration::from_millis(100);
-                    self.dispatch(&mut tasks, delivery, permit, &cancel_rx);
+                    self.dispatch(&mut tasks, (delivery, permit, probe), &cancel_rx);
                 }
             }
         }
 
+        // A transport that waits out retry delays in a worker slot gives those back now.
+        self.subscriber.stop();
         let drained = async { while tasks.join_next().await.is_some() {} };
         tokio::pin!(drained);
         if tokio::time::timeout(self.shutdown_timeout, &mut drained)
@@ -352,13 +483,8 @@ impl<Sub: Subscriber> Worker<Sub> {
         }
     }
 
-    fn dispatch(
-        &self,
-        tasks: &mut JoinSet<()>,
-        delivery: Delivery,
-        permit: OwnedSemaphorePermit,
-        cancel: &watch::Receiver<bool>,
-    ) {
+    fn dispatch(&self, tasks: &mut JoinSet<()>, pending: Queued, cancel: &watch::Receiver<bool>) {
+        let delivery = &pending.0;
         let order_key = self
             .shared
             .order_by
@@ -368,7 +494,7 @@ impl<Sub: Subscriber> Worker<Sub> {
             let mut queues = self.shared.queues();
             if let Some(waiting) = queues.get_mut(key) {
                 // A delivery with this key is running: it picks this one up when done.
-                waiting.push_back((delivery, permit));
+                waiting.push_back(pending);
                 return;
             }
             queues.insert(key.clone(), VecDeque::new());
@@ -376,10 +502,12 @@ impl<Sub: Subscriber> Worker<Sub> {
         let shared = Arc::clone(&self.shared);
         let service = self.service.clone();
         let mut cancel = cancel.clone();
-        tasks.spawn(async move {
-            let mut current = Some((delivery, permit));
-            while let Some((delivery, permit)) = current.take() {
-                handle(&shared, service.clone(), delivery, &mut cancel).await;
+        // Boxed: the task's future is large (the whole service call and settlement), and
+        // spawning a boxed one moves a pointer instead of copying that state.
+        tasks.spawn(Box::pin(async move {
+            let mut current = Some(pending);
+            while let Some((delivery, permit, probe)) = current.take() {
+                handle(&shared, service.clone(), delivery, probe, &mut cancel).await;
                 drop(permit);
                 if let Some(key) = &order_key {
                     let mut queues = shared.queues();
@@ -389,7 +517,7 @@ impl<Sub: Subscriber> Worker<Sub> {
                     }
                 }
             }
-        });
+        }));
     }
 }
 
@@ -397,9 +525,56 @@ async fn handle(
     shared: &Shared,
     service: JobService,
     delivery: Delivery,
+    probe: Option<Probe>,
     cancel: &mut watch::Receiver<bool>,
 ) {
     let (event, meta, acker) = delivery.into_parts();
+    let span = span(shared, &event, &meta);
+    settle(shared, service, event, meta, acker, probe, cancel)
+        .instrument(span)
+        .await;
+}
+
+/// The span of one delivery: a child of the trace the event carries (the ingest span's),
+/// or of the one the [`WorkerBuilder::on_span`] hook gives it.
+fn span(shared: &Shared, event: &WebhookEvent, meta: &DeliveryMeta) -> tracing::Span {
+    use tracing::field::Empty;
+    let parent = event.trace.as_ref();
+    let span = tracing::debug_span!(
+        target: TARGET,
+        SPAN,
+        provider = event.provider.as_str(),
+        event_id = %event.id,
+        destination = meta.destination.as_str(),
+        attempt = meta.attempt,
+        outcome = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        traceparent = parent.map(tracing::field::display),
+    );
+    if span.is_disabled() && shared.on_span.is_none() {
+        return span;
+    }
+    let own = shared
+        .on_span
+        .as_ref()
+        .and_then(|hook| hook(&span, parent))
+        .unwrap_or_else(|| parent.map_or_else(TraceContext::start, TraceContext::child));
+    span.record("trace_id", tracing::field::display(own.trace_id()));
+    span.record("span_id", tracing::field::display(own.parent_id()));
+    span
+}
+
+/// Runs the stack on one delivery and settles it, in the delivery's span.
+async fn settle(
+    shared: &Shared,
+    service: JobService,
+    event: WebhookEvent,
+    meta: DeliveryMeta,
+    acker: Box<dyn Acker>,
+    mut probe: Option<Probe>,
+    cancel: &mut watch::Receiver<bool>,
+) {
     let event = Arc::new(event);
     let attempt = meta.attempt;
     let cancelled = *cancel.borrow();
@@ -407,16 +582,26 @@ async fn handle(
         give_back(&*acker, &event, attempt).await;
         return;
     }
-    let provider = event.provider.clone();
-    metrics::counter!("firefly_webhook_received_total", "provider" => provider.clone())
-        .increment(1);
-    let ctx = Context {
-        attempt,
-        destination: meta.destination,
-        position: meta.position,
-        idempotency_key: shared.keys.key(&event),
-        received_at: event.received_at,
-    };
+    if let Some(delay) = shared
+        .pause
+        .as_ref()
+        .and_then(|pause| pause.admit(probe.as_ref()))
+    {
+        // Pulled just before the worker paused: it stays in the transport, unprocessed.
+        if let Err(err) = acker.retry(&event, attempt, delay).await {
+            tracing::error!(event_id = %event.id, error = &err as &dyn std::error::Error, "could not give the delivery back");
+        }
+        return;
+    }
+    let recorded = shared.recorded(&event.provider);
+    recorded.received.increment(1);
+    let mut ctx = Context::new(
+        meta.destination,
+        meta.position,
+        shared.keys.key(&event),
+        event.received_at,
+    );
+    ctx.attempt = attempt;
     let destination = ctx.destination.clone();
     let started = Instant::now();
     let run = AssertUnwindSafe(service.oneshot(Job {
@@ -437,57 +622,118 @@ async fn handle(
             &*panic,
         ))))
     });
-    metrics::histogram!("firefly_webhook_processing_seconds", "provider" => provider.clone())
-        .record(started.elapsed().as_secs_f64());
+    recorded.processing.record(started.elapsed().as_secs_f64());
+
+    let verdict = match &result {
+        Ok(Outcome::Processed) => Verdict::Up,
+        Err(err) if err.is_permanent() => Verdict::Up,
+        Err(err) if !err.is_deferred() => Verdict::Failed,
+        _ => Verdict::Unknown,
+    };
+    let advice = shared
+        .pause
+        .as_ref()
+        .map(|pause| pause.record(event.id, verdict, probe.as_mut()))
+        .unwrap_or_default();
 
     let settled = match result {
         Ok(outcome) => {
+            outcome_of(if outcome == Outcome::Processed {
+                "processed"
+            } else {
+                "skipped"
+            });
             if outcome == Outcome::Processed {
-                metrics::counter!("firefly_webhook_processed_total", "provider" => provider)
-                    .increment(1);
+                recorded.processed.increment(1);
             }
             acker.ack().await
         }
         Err(err) if err.is_deferred() => {
             let delay = err.retry_after_hint().unwrap_or(Duration::from_secs(1));
-            tracing::debug!(event_id = %event.id, ?delay, error = %err, "deferred");
+            outcome_of("deferred");
+            tracing::debug!(event_id = %event.id, ?delay, error = &err as &dyn std::error::Error, "deferred");
             acker.retry(&event, attempt, delay).await
         }
         Err(err) => {
-            metrics::counter!("firefly_webhook_failed_total", "provider" => provider.clone())
-                .increment(1);
-            let (attempt, next) = err
-                .gave_up
-                .unwrap_or_else(|| (attempt, shared.retry.next_delay(attempt, &err)));
-            if let Some(delay) = next {
-                metrics::counter!("firefly_webhook_retried_total", "provider" => provider)
-                    .increment(1);
-                tracing::info!(event_id = %event.id, attempt, ?delay, error = %err, "retrying later");
-                acker.retry(&event, attempt + 1, delay).await
-            } else {
-                metrics::counter!("firefly_webhook_dead_lettered_total", "provider" => provider)
-                    .increment(1);
-                tracing::warn!(event_id = %event.id, attempt, error = %err, "dead-lettering");
-                let record = DeadLetter::new(
-                    err.to_string(),
-                    err.category(),
-                    attempt,
-                    err.error_type(),
-                    destination,
-                );
-                acker.dead_letter(&event, &record).await
-            }
+            settle_failure(
+                shared,
+                &*acker,
+                &event,
+                attempt,
+                destination,
+                err,
+                advice,
+                recorded.label.clone(),
+            )
+            .await
         }
     };
     if let Err(err) = settled {
         // Not settled: the transport redelivers it (at the latest after a restart).
-        tracing::error!(event_id = %event.id, error = %err, "could not settle the delivery");
+        tracing::error!(event_id = %event.id, error = &err as &dyn std::error::Error, "could not settle the delivery");
         give_back(&*acker, &event, attempt).await;
     }
 }
 
+/// Settles a delivery whose processing failed (not deferred): back to the transport while the
+/// worker is paused or the downstream is suspect, else as the retry policy decided.
+#[allow(clippy::too_many_arguments, reason = "the pieces of one settlement")]
+async fn settle_failure(
+    shared: &Shared,
+    acker: &dyn Acker,
+    event: &WebhookEvent,
+    attempt: u32,
+    destination: String,
+    err: ProcessError,
+    advice: Advice,
+    provider: SharedString,
+) -> Result<(), SubscribeError> {
+    metrics::counter!(metric::FAILED_TOTAL, metric::PROVIDER => provider.clone()).increment(1);
+    let RetryDecision {
+        attempt: failed,
+        retry_in: next,
+    } = err.decision().unwrap_or_else(|| RetryDecision {
+        attempt,
+        retry_in: shared.retry.next_delay(attempt, &err),
+    });
+    if let Some(delay) = advice.defer {
+        // The worker is paused: the outage is not this event's failure.
+        outcome_of("given_back");
+        tracing::info!(event_id = %event.id, ?delay, error = &err as &dyn std::error::Error, "worker paused: giving the delivery back");
+        acker.retry(event, attempt, delay).await
+    } else if let Some(delay) = next {
+        metrics::counter!(metric::RETRIED_TOTAL, metric::PROVIDER => provider).increment(1);
+        outcome_of("retry");
+        tracing::info!(event_id = %event.id, attempt = failed, ?delay, error = &err as &dyn std::error::Error, "retrying later");
+        acker.retry(event, failed + 1, delay).await
+    } else if advice.others_failing && !err.is_permanent() {
+        let delay = shared.retry.delay(failed);
+        outcome_of("given_back");
+        tracing::info!(event_id = %event.id, attempt = failed, ?delay, error = &err as &dyn std::error::Error, "out of attempts while other events fail too: giving the delivery back");
+        acker.retry(event, attempt, delay).await
+    } else {
+        metrics::counter!(metric::DEAD_LETTERED_TOTAL, metric::PROVIDER => provider).increment(1);
+        outcome_of("dead_lettered");
+        tracing::warn!(event_id = %event.id, attempt = failed, error = &err as &dyn std::error::Error, "dead-lettering");
+        let record = DeadLetter::new(
+            err.to_string(),
+            err.category(),
+            failed,
+            err.error_type(),
+            destination,
+        );
+        acker.dead_letter(event, &record).await
+    }
+}
+
+/// Records how the delivery ended in the current (delivery) span's `outcome` field.
+fn outcome_of(outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
+}
+
 async fn give_back(acker: &dyn Acker, event: &WebhookEvent, attempt: u32) {
+    outcome_of("given_back");
     if let Err(err) = acker.abandon(event, attempt).await {
-        tracing::error!(event_id = %event.id, error = %err, "could not give the delivery back");
+        tracing::error!(event_id = %event.id, error = &err as &dyn std::error::Error, "could not give the delivery back");
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::process::{Outcome, ProcessError};
-use crate::worker::Job;
+use crate::metric;
+use crate::process::{Job, Outcome, ProcessError, RetryDecision};
 
 /// Retries transient failures with exponential backoff and full jitter.
 ///
@@ -120,13 +120,16 @@ impl tower::retry::Policy<Job, Outcome, ProcessError> for RetryPolicy {
         let delay = self.next_delay(attempt, err);
         match delay {
             Some(d) if d <= self.in_process_limit => {
-                metrics::counter!("firefly_webhook_retried_total", "provider" => req.event.provider.clone())
+                metrics::counter!(metric::RETRIED_TOTAL, metric::PROVIDER => req.event.provider.clone())
                     .increment(1);
                 req.ctx.attempt = attempt + 1;
                 Some(tokio::time::sleep(d))
             }
             _ => {
-                err.gave_up = Some((attempt, delay));
+                err.record_decision(RetryDecision {
+                    attempt,
+                    retry_in: delay,
+                });
                 None
             }
         }

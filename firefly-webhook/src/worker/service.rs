@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::Job;
-use crate::process::{Outcome, ProcessError, WebhookProcessor};
-use crate::wire::FailureCategory;
+use crate::dead_letter::FailureCategory;
+use crate::process::{Job, Outcome, ProcessError, WebhookProcessor};
 
 /// The processor panicked; the panic was caught and counts as a failed attempt.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::ProcessError;
 use firefly_webhook::verify::{
-    GitHub, ManualClock, Secret, SecretSet, Slack, StandardWebhooks, Stripe, Twilio, Verifiers,
-    VerifyError, VerifyLayer,
+    GitHub, ManualClock, Scheme, SchemeOptions, Secret, SecretSet, Slack, StandardWebhooks, Stripe,
+    Twilio, Verifiers, VerifyError, VerifyLayer,
 };
 use firefly_webhook::wire::{self, Binding};
 use firefly_webhook::{IngestService, Subscriber, WebhookEvent};
@@ -100,7 +100,7 @@ impl Gateway {
     /// Takes the one published event of `provider`, acks it and passes it through the Kafka
     /// wire format, as a worker on another machine would see it.
     async fn consume(&self, provider: &str) -> WebhookEvent {
-        let mut sub = self.broker.subscriber_for([provider]);
+        let mut sub = self.broker.subscriber([provider]).unwrap();
         let delivery = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .expect("an event was published")
@@ -393,19 +393,16 @@ async fn unknown_providers_pass_or_get_401_when_verification_is_required() {
 }
 
 #[tokio::test]
-async fn env_configured_gateway_verifies() {
+async fn scheme_configured_gateway_verifies() {
     let provider = unique("gh");
-    let suffix = provider.to_ascii_uppercase().replace('-', "_");
-    let verifiers = Verifiers::from_env_vars([
-        (format!("FIREFLY_VERIFY_{suffix}"), "github".to_owned()),
-        (
-            format!("FIREFLY_SECRET_{suffix}"),
-            "next,It's a Secret to Everybody".to_owned(),
-        ),
-        (format!("FIREFLY_PROVIDER_{suffix}"), provider.clone()),
-        ("FIREFLY_REQUIRE_VERIFICATION".to_owned(), "true".to_owned()),
-    ])
-    .unwrap();
+    let scheme: Scheme = "github".parse().unwrap();
+    let secrets: SecretSet = ["next", "It's a Secret to Everybody"].into_iter().collect();
+    let verifiers = Verifiers::new()
+        .provider(
+            &provider,
+            scheme.verifier(SchemeOptions::new(secrets)).unwrap(),
+        )
+        .require_verification(true);
     let gw = Gateway::new(verifiers);
     let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
     let answer = gw

@@ -1,12 +1,17 @@
-//! Schemes that sign only the body, without a timestamp: GitHub, Intercom, Shopify.
+//! Schemes that sign only the body, without a timestamp, in one `<prefix><encoded MAC>` header:
+//! GitHub, Intercom, Shopify, Meta, Bitbucket Cloud and Typeform.
 //!
-//! They cannot detect a replay on their own; pair them with the idempotency layer.
+//! They cannot detect a replay on their own; pair them with the idempotency layer. Their
+//! delivery headers (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`, `X-Request-UUID`, …) are not
+//! signed, so their idempotency keys come from the body.
 
-use super::{Algorithm, Encoding, decode_signature, verify_mac};
+use std::borrow::Cow;
+
+use super::{Algorithm, BodyIds, Encoding, decode_signature, non_empty, verify_mac};
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Verifies a `<prefix><encoded HMAC(body)>` header.
-fn body_signature(
+pub(super) fn body_signature(
     request: &SignedRequest<'_>,
     secrets: &SecretSet,
     header: &str,
@@ -97,6 +102,12 @@ impl Intercom {
     }
 }
 
+/// The notification's `id`. Intercom's retries change the body (`delivery_attempts`), so the
+/// body alone would not recognise them.
+pub(super) fn intercom_delivery_id(body: &[u8]) -> Option<Cow<'_, str>> {
+    non_empty(BodyIds::of(body).id)
+}
+
 impl SignatureVerifier for Intercom {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         body_signature(
@@ -107,6 +118,11 @@ impl SignatureVerifier for Intercom {
             Encoding::Hex,
             Algorithm::Sha1,
         )
+    }
+
+    /// The notification's `id` in the body.
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        intercom_delivery_id(request.body())
     }
 }
 
@@ -138,6 +154,87 @@ impl SignatureVerifier for Shopify {
         )
     }
 }
+
+/// A scheme that is one fixed `<prefix><encoded HMAC-SHA256(body)>` header and its secrets.
+macro_rules! body_scheme {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $new_doc:literal, $header:literal, $prefix:literal, $encoding:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            secrets: SecretSet,
+        }
+
+        impl $name {
+            #[doc = $new_doc]
+            pub fn new(secrets: impl Into<SecretSet>) -> Self {
+                Self {
+                    secrets: secrets.into(),
+                }
+            }
+        }
+
+        impl SignatureVerifier for $name {
+            fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
+                body_signature(
+                    request,
+                    &self.secrets,
+                    $header,
+                    $prefix,
+                    $encoding,
+                    Algorithm::Sha256,
+                )
+            }
+        }
+    };
+}
+
+body_scheme!(
+    /// Meta (Facebook, Instagram, Messenger, WhatsApp Business) webhooks:
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(body)>`, keyed with the app secret.
+    ///
+    /// Signed: the raw body exactly as sent (Meta escapes non-ASCII characters in it as
+    /// `\uXXXX`; the bytes on the wire are what is signed). No timestamp, so no tolerance: a
+    /// replay is caught by the idempotency layer. The legacy SHA-1 `X-Hub-Signature` that Meta
+    /// also sends is ignored.
+    /// See Meta's "Webhooks: Getting Started", section "Validate Payloads":
+    /// <https://developers.facebook.com/docs/graph-api/webhooks/getting-started#validate-payloads>.
+    Meta,
+    "Verifies with these app secrets.",
+    "x-hub-signature-256",
+    "sha256=",
+    Encoding::Hex
+);
+
+body_scheme!(
+    /// Bitbucket Cloud webhooks with a secret:
+    /// `X-Hub-Signature: sha256=<hex HMAC-SHA256(body)>`, keyed with the webhook's secret.
+    ///
+    /// Signed: the raw body. No timestamp, so no tolerance. Its `X-Request-UUID` is not signed.
+    /// See Bitbucket Cloud's "Manage webhooks", section "Secure webhooks":
+    /// <https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/#Secure-webhooks>.
+    Bitbucket,
+    "Verifies with these webhook secrets.",
+    "x-hub-signature",
+    "sha256=",
+    Encoding::Hex
+);
+
+body_scheme!(
+    /// Typeform: `Typeform-Signature: sha256=<base64 HMAC-SHA256(body)>`, keyed with the
+    /// webhook's secret.
+    ///
+    /// Signed: the raw body. No timestamp, so no tolerance.
+    /// See Typeform's "Secure your webhooks":
+    /// <https://www.typeform.com/developers/webhooks/secure-your-webhooks/>.
+    Typeform,
+    "Verifies with these webhook secrets.",
+    "typeform-signature",
+    "sha256=",
+    Encoding::Base64
+);
 
 #[cfg(test)]
 mod tests {
@@ -313,5 +410,98 @@ mod tests {
         );
         let h = headers(&[("x-shopify-hmac-sha256", &b64(&hmac256(b"new", body)))]);
         assert_eq!(run(&shopify, body, &h, NOW).unwrap().secret_index(), 0);
+    }
+
+    #[test]
+    fn meta_bitbucket_typeform() {
+        let body = "{\"object\":\"page\",\"entry\":[{\"text\":\"caf\\u00e9\"}]}".as_bytes();
+        let hex_sig = |k: &[u8]| format!("sha256={}", hex(&hmac256(k, body)));
+        let b64_sig = |k: &[u8]| format!("sha256={}", b64(&hmac256(k, body)));
+        let cases: [(&dyn SignatureVerifier, &dyn SignatureVerifier, &str, String); 3] = [
+            (
+                &Meta::new("app-secret"),
+                &Meta::new("other"),
+                "x-hub-signature-256",
+                hex_sig(b"app-secret"),
+            ),
+            (
+                &Bitbucket::new("app-secret"),
+                &Bitbucket::new("other"),
+                "x-hub-signature",
+                hex_sig(b"app-secret"),
+            ),
+            (
+                &Typeform::new("app-secret"),
+                &Typeform::new("other"),
+                "typeform-signature",
+                b64_sig(b"app-secret"),
+            ),
+        ];
+        for (v, wrong, header, good) in cases {
+            let h = headers(&[(header, &good)]);
+            assert!(run(v, body, &h, NOW).is_ok(), "{header}");
+            assert_eq!(
+                run(v, b"{}", &h, NOW),
+                Err(VerifyError::InvalidSignature),
+                "{header}"
+            );
+            assert_eq!(
+                run(wrong, body, &h, NOW),
+                Err(VerifyError::InvalidSignature),
+                "{header}"
+            );
+            assert_eq!(
+                run(v, body, &headers(&[]), NOW),
+                Err(VerifyError::MissingSignature),
+                "{header}"
+            );
+            // Without the prefix, with the other encoding, or SHA-1 sized.
+            let encoded = good.trim_start_matches("sha256=");
+            let other_encoding = if header == "typeform-signature" {
+                format!("sha256={}", hex(&hmac256(b"app-secret", body)))
+            } else {
+                format!("sha256={}", b64(&hmac256(b"app-secret", body)))
+            };
+            for bad in [
+                encoded.to_owned(),
+                other_encoding,
+                format!("sha1={}", hex(&hmac1(b"app-secret", body))),
+                "sha256=".to_owned(),
+            ] {
+                assert_eq!(
+                    run(v, body, &headers(&[(header, &bad)]), NOW),
+                    Err(VerifyError::MalformedSignature),
+                    "{header}: {bad}"
+                );
+            }
+        }
+        // Bitbucket's header is GitHub's legacy name with SHA-256 in it: not Intercom's SHA-1.
+        let h = headers(&[("x-hub-signature", &hex_sig(b"app-secret"))]);
+        assert_eq!(
+            run(&Intercom::new("app-secret"), body, &h, NOW),
+            Err(VerifyError::MalformedSignature)
+        );
+    }
+
+    #[test]
+    fn meta_bitbucket_typeform_rotation() {
+        let exp = time::OffsetDateTime::from_unix_timestamp(NOW).unwrap();
+        let set = || SecretSet::new("new").with(Secret::new("old").label("old").expires_at(exp));
+        let body = b"{}";
+        let old_hex = format!("sha256={}", hex(&hmac256(b"old", body)));
+        let old_b64 = format!("sha256={}", b64(&hmac256(b"old", body)));
+        let cases: [(&dyn SignatureVerifier, &str, &str); 3] = [
+            (&Meta::new(set()), "x-hub-signature-256", &old_hex),
+            (&Bitbucket::new(set()), "x-hub-signature", &old_hex),
+            (&Typeform::new(set()), "typeform-signature", &old_b64),
+        ];
+        for (v, header, sig) in cases {
+            let h = headers(&[(header, sig)]);
+            assert_eq!(
+                run(v, body, &h, NOW - 1).unwrap().secret_label(),
+                Some("old")
+            );
+            assert_eq!(run(v, body, &h, NOW), Err(VerifyError::InvalidSignature));
+        }
     }
 }

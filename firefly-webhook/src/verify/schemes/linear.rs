@@ -1,7 +1,11 @@
 //! Linear: `Linear-Signature` over the body, with the timestamp inside the body.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{Algorithm, Encoding, check_window, decode_signature, verify_mac};
@@ -41,6 +45,29 @@ fn body_timestamp(body: &[u8]) -> Result<OffsetDateTime, VerifyError> {
         .map_err(|_| VerifyError::MalformedSignature)
 }
 
+/// The signed body without its `webhookTimestamp`, as a SHA-256 digest (hex).
+///
+/// Linear signs only the body; its `Linear-Delivery` header is not signed, and `webhookId`
+/// names the webhook, not the delivery. The timestamp is the one part of the body a retry
+/// changes (it must be within a minute of the reference time), so the rest identifies the
+/// delivery: a retry gets the same id, a replay with a fresh `Linear-Delivery` header too.
+/// Top-level fields are taken in name order, each value exactly as sent.
+pub(super) fn delivery_id(body: &[u8]) -> Option<Cow<'static, str>> {
+    let fields: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).ok()?;
+    let mut digest = Sha256::new();
+    for (name, value) in fields
+        .iter()
+        .filter(|(name, _)| *name != "webhookTimestamp")
+    {
+        let value = value.get().as_bytes();
+        for part in [name.as_bytes(), value] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+    }
+    Some(Cow::Owned(format!("{:x}", digest.finalize())))
+}
+
 impl SignatureVerifier for Linear {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         let signature = decode_signature(
@@ -59,6 +86,11 @@ impl SignatureVerifier for Linear {
         let signed_at = body_timestamp(request.body())?;
         check_window(signed_at, request.now(), self.tolerance)?;
         Ok(verified.with_signed_at(signed_at))
+    }
+
+    /// A digest of the body without its `webhookTimestamp`.
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        delivery_id(request.body())
     }
 }
 

@@ -1,8 +1,10 @@
 //! Paddle Billing: `Paddle-Signature: ts=<ts>;h1=<hex>`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::timestamped::TimestampedHeader;
+use super::{BodyIds, non_empty};
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Paddle Billing: `Paddle-Signature: ts=<ts>;h1=<hex HMAC-SHA256("{ts}:{body}")>`, one or more
@@ -34,9 +36,21 @@ const HEADER: TimestampedHeader = TimestampedHeader {
     joiner: b":",
 };
 
+/// The body's `event_id` (one per event, kept by retries and by replays of the notification),
+/// else its `notification_id`.
+pub(super) fn delivery_id(body: &[u8]) -> Option<Cow<'_, str>> {
+    let ids = BodyIds::of(body);
+    non_empty(ids.event_id).or_else(|| non_empty(ids.notification_id))
+}
+
 impl SignatureVerifier for Paddle {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         HEADER.verify(request, &self.secrets, self.tolerance)
+    }
+
+    /// The body's `event_id`, else its `notification_id`.
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        delivery_id(request.body())
     }
 }
 

@@ -1,9 +1,10 @@
 //! Stripe: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=<hex>…]`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use super::FIVE_MINUTES;
 use super::timestamped::TimestampedHeader;
+use super::{BodyIds, FIVE_MINUTES, non_empty};
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256("{t}.{body}")>`, with one `v1` per
@@ -34,9 +35,19 @@ const HEADER: TimestampedHeader = TimestampedHeader {
     joiner: b".",
 };
 
+/// The event id (`evt_…`): the body's `id`, the same on every retry of the event.
+pub(super) fn delivery_id(body: &[u8]) -> Option<Cow<'_, str>> {
+    non_empty(BodyIds::of(body).id)
+}
+
 impl SignatureVerifier for Stripe {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         HEADER.verify(request, &self.secrets, self.tolerance)
+    }
+
+    /// The body's `id` (`evt_…`).
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        delivery_id(request.body())
     }
 }
 

@@ -1,14 +1,21 @@
 //! Shared-token schemes: GitLab's token header, HTTP Basic and an API-key header.
 //!
 //! These prove only that the sender knows the token: there is no body signature and no
-//! timestamp. Tokens are compared in constant time, length included.
+//! timestamp. Tokens are compared in constant time, length included. Each names the header that
+//! carries its token in [`SignatureVerifier::secret_headers`], so the ingest service does not
+//! publish the token with the event.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderName;
+use http::header::AUTHORIZATION;
 
 use super::token_eq;
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
+
+// Statics, not consts: `secret_headers` lends them out for `'static`.
+static GITLAB_TOKEN: [HeaderName; 1] = [HeaderName::from_static("x-gitlab-token")];
+static BASIC_CREDENTIALS: [HeaderName; 1] = [AUTHORIZATION];
 
 fn verify_token(
     request: &SignedRequest<'_>,
@@ -36,8 +43,12 @@ impl GitLab {
 
 impl SignatureVerifier for GitLab {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-        let token = request.require_header("x-gitlab-token")?;
+        let token = request.require_header(GITLAB_TOKEN[0].as_str())?;
         verify_token(request, &self.secrets, token.as_bytes())
+    }
+
+    fn secret_headers(&self) -> &[HeaderName] {
+        &GITLAB_TOKEN
     }
 }
 
@@ -59,7 +70,7 @@ impl Basic {
 
 impl SignatureVerifier for Basic {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
-        let value = request.require_header("authorization")?;
+        let value = request.require_header(BASIC_CREDENTIALS[0].as_str())?;
         let (scheme, encoded) = value
             .split_once(' ')
             .ok_or(VerifyError::MalformedSignature)?;
@@ -75,6 +86,10 @@ impl SignatureVerifier for Basic {
             return Err(VerifyError::MalformedSignature);
         }
         verify_token(request, &self.secrets, &decoded)
+    }
+
+    fn secret_headers(&self) -> &[HeaderName] {
+        &BASIC_CREDENTIALS
     }
 }
 
@@ -121,6 +136,10 @@ impl SignatureVerifier for ApiKey {
             .ok_or(VerifyError::MalformedSignature)?
             .trim();
         verify_token(request, &self.secrets, key.as_bytes())
+    }
+
+    fn secret_headers(&self) -> &[HeaderName] {
+        std::slice::from_ref(&self.header)
     }
 }
 
@@ -229,6 +248,20 @@ mod tests {
             ),
             Err(VerifyError::MalformedSignature)
         );
+    }
+
+    #[test]
+    fn token_headers_are_secret_headers() {
+        assert_eq!(GitLab::new("t").secret_headers(), ["x-gitlab-token"]);
+        assert_eq!(Basic::new("u:p").secret_headers(), [AUTHORIZATION]);
+        assert_eq!(ApiKey::new("k").secret_headers(), ["x-api-key"]);
+        let custom = ApiKey::new("k").header(HeaderName::from_static("x-hook-key"));
+        assert_eq!(custom.secret_headers(), ["x-hook-key"]);
+        // Through the wrappers a registry uses.
+        let boxed: Box<dyn SignatureVerifier> = Box::new(GitLab::new("t"));
+        assert_eq!(boxed.secret_headers(), ["x-gitlab-token"]);
+        let shared = std::sync::Arc::new(Basic::new("u:p"));
+        assert_eq!(SignatureVerifier::secret_headers(&shared), [AUTHORIZATION]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, Verif
 /// - JSON bodies: the URL carries `bodySHA256=<hex SHA-256(body)>`; the URL alone is signed and
 ///   the body must hash to that value.
 ///
+/// A form body with more than [`MAX_FORM_PARAMS`](Self::MAX_FORM_PARAMS) parameters is refused
+/// with [`VerifyError::InvalidSignature`] before it is parsed.
+///
 /// The URL is the registry's public URL plus the request path and query. As Twilio's SDKs do,
 /// the URL is also tried with the default port added or removed (`:443`/`:80`), since Twilio
 /// may sign either form.
@@ -24,6 +27,11 @@ pub struct Twilio {
 }
 
 impl Twilio {
+    /// The most form parameters a signed body may have. Twilio's own requests carry a few dozen;
+    /// the cap bounds what one unauthenticated request can make the verifier allocate (sorting
+    /// millions of tiny parameters would take tens of MB).
+    pub const MAX_FORM_PARAMS: usize = 1_000;
+
     /// Verifies with these auth tokens.
     pub fn new(secrets: impl Into<SecretSet>) -> Self {
         Self {
@@ -32,8 +40,18 @@ impl Twilio {
     }
 }
 
-/// The form parameters of `body`, sorted and concatenated as `name` + `value`.
-pub(crate) fn signed_params(body: &[u8]) -> Vec<u8> {
+/// The form parameters of `body`, sorted and concatenated as `name` + `value`; `None`, before
+/// anything is decoded or allocated, when there are more than `max` of them.
+pub(crate) fn signed_params(body: &[u8], max: usize) -> Option<Vec<u8>> {
+    // Counts as `form_urlencoded::parse` splits: on `&`, skipping empty parameters.
+    let count = body
+        .split(|&b| b == b'&')
+        .filter(|param| !param.is_empty())
+        .take(max + 1)
+        .count();
+    if count > max {
+        return None;
+    }
     let mut pairs: Vec<_> = form_urlencoded::parse(body).collect();
     pairs.sort_unstable();
     let mut out = Vec::with_capacity(body.len());
@@ -41,7 +59,7 @@ pub(crate) fn signed_params(body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(value.as_bytes());
     }
-    out
+    Some(out)
 }
 
 /// The `bodySHA256` query parameter, when present.
@@ -98,7 +116,13 @@ impl SignatureVerifier for Twilio {
                 }
                 Vec::new()
             }
-            None => signed_params(request.body()),
+            None => signed_params(request.body(), Self::MAX_FORM_PARAMS).ok_or_else(|| {
+                tracing::debug!(
+                    max = Self::MAX_FORM_PARAMS,
+                    "twilio form body has too many parameters"
+                );
+                VerifyError::InvalidSignature
+            })?,
         };
 
         let check = |url: &str| {
@@ -263,9 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn too_many_form_parameters_are_refused_before_canonicalizing() {
+        let v = Twilio::new("12345");
+        let at_cap = vec!["a=1"; Twilio::MAX_FORM_PARAMS].join("&");
+        assert!(signed_params(at_cap.as_bytes(), Twilio::MAX_FORM_PARAMS).is_some());
+
+        // A megabyte of one-byte parameters: refused by counting, without decoding or sorting.
+        let flood = "a&".repeat(512 * 1024);
+        assert_eq!(
+            signed_params(flood.as_bytes(), Twilio::MAX_FORM_PARAMS),
+            None
+        );
+        assert_eq!(
+            check_doc(&v, flood.as_bytes()),
+            Err(VerifyError::InvalidSignature)
+        );
+        // Even with the documented parameters (and signature) at the front.
+        let padded = [DOC_BODY, flood.as_bytes()].concat();
+        assert_eq!(check_doc(&v, &padded), Err(VerifyError::InvalidSignature));
+    }
+
+    #[test]
     fn params_and_ports() {
-        assert_eq!(signed_params(b"b=2&a=1&a=0&c"), b"a0a1b2c".to_vec());
-        assert_eq!(signed_params(b"x=a+b%21"), b"xa b!".to_vec());
+        assert_eq!(
+            signed_params(b"b=2&a=1&a=0&c", 4),
+            Some(b"a0a1b2c".to_vec())
+        );
+        assert_eq!(signed_params(b"x=a+b%21", 1), Some(b"xa b!".to_vec()));
+        // Empty parameters are skipped, as by the parser, and do not count.
+        assert_eq!(signed_params(b"&&a=1&&b=2&", 2), Some(b"a1b2".to_vec()));
+        assert_eq!(signed_params(b"a=1&b=2&c=3", 2), None);
         assert_eq!(
             port_variant("https://h.example/p?q=1").as_deref(),
             Some("https://h.example:443/p?q=1")

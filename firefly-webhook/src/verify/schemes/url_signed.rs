@@ -1,6 +1,8 @@
 //! Square: the notification URL and the body, signed together.
 
-use super::{Algorithm, Encoding, decode_signature, verify_mac};
+use std::borrow::Cow;
+
+use super::{Algorithm, BodyIds, Encoding, decode_signature, non_empty, verify_mac};
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
 /// Square: `x-square-hmacsha256-signature: <base64 HMAC-SHA256(notification URL + body)>`,
@@ -33,6 +35,11 @@ impl Square {
     }
 }
 
+/// The body's `event_id`, the same on every retry of the event.
+pub(super) fn delivery_id(body: &[u8]) -> Option<Cow<'_, str>> {
+    non_empty(BodyIds::of(body).event_id)
+}
+
 impl SignatureVerifier for Square {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         let signature = decode_signature(
@@ -57,6 +64,11 @@ impl SignatureVerifier for Square {
             &[url.as_bytes(), request.body()],
             &[signature],
         )
+    }
+
+    /// The body's `event_id`.
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        delivery_id(request.body())
     }
 }
 

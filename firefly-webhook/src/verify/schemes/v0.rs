@@ -1,10 +1,11 @@
 //! The `v0:{timestamp}:{body}` schemes: Slack and Zoom.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::{
-    Algorithm, Encoding, FIVE_MINUTES, check_window, decode_signature, parse_unix_seconds,
-    verify_mac,
+    Algorithm, BodyIds, Encoding, FIVE_MINUTES, check_window, decode_signature, non_empty,
+    parse_unix_seconds, verify_mac,
 };
 use crate::verify::{SecretSet, SignatureVerifier, SignedRequest, Verified, VerifyError};
 
@@ -50,6 +51,12 @@ secrets_and_tolerance!(
     "How far the timestamp may be from the reference time, either way (default 5 minutes)."
 );
 
+/// An Events API callback's `event_id`, kept by Slack's retries. Slash commands and
+/// interactions (form bodies) carry none.
+pub(super) fn slack_delivery_id(body: &[u8]) -> Option<Cow<'_, str>> {
+    non_empty(BodyIds::of(body).event_id)
+}
+
 impl SignatureVerifier for Slack {
     fn verify(&self, request: &SignedRequest<'_>) -> Result<Verified, VerifyError> {
         verify_v0(
@@ -59,6 +66,11 @@ impl SignatureVerifier for Slack {
             "x-slack-signature",
             self.tolerance,
         )
+    }
+
+    /// The body's `event_id` (Events API callbacks).
+    fn delivery_id<'a>(&self, request: &SignedRequest<'a>) -> Option<Cow<'a, str>> {
+        slack_delivery_id(request.body())
     }
 }
 

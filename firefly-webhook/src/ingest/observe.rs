@@ -1,0 +1,336 @@
+//! What ingest tells about itself: metric labels (bounded), the ingest span and the one log
+//! line per rejected request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use http::{Response, StatusCode};
+use metrics::{Counter, Gauge, Histogram, SharedString};
+
+use super::budget::Held;
+use super::rate::ProviderKey;
+use super::{IngestBody, Refused, Rejection};
+use crate::event::{TraceContext, TraceId};
+use crate::handles::Handles;
+use crate::metric;
+use crate::publish::{BreakerOpen, PublishError};
+
+/// The name of the span each ingest request runs in (target `firefly_webhook::ingest`, level
+/// `DEBUG`, as `tower-http`'s request spans: at the usual `info` it costs nothing, while an
+/// exporting layer can enable it with a filter of its own, say
+/// `firefly_webhook::ingest=debug`).
+///
+/// Its fields: `provider`, `event_id`, `destination`, `outcome` (`accepted` or the rejection
+/// code), `trace_id` and `span_id` (the span's own W3C ids, which the published event carries
+/// as its [`TraceContext`]), and, when the request carried one, the `traceparent` and
+/// `tracestate` it continues. A layer that exports spans (OpenTelemetry) joins in through
+/// [`IngestService::on_span`](super::IngestService::on_span).
+pub const SPAN: &str = "ingest";
+
+/// The target of the [`SPAN`] span and of the ingest log lines.
+pub const SPAN_TARGET: &str = "firefly_webhook::ingest";
+const TARGET: &str = SPAN_TARGET;
+
+/// The span of one request; `parent` is the trace context the request carried. The span's own
+/// ids are recorded with [`record_trace`] once they are known.
+pub(super) fn span(parent: Option<&TraceContext>) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::debug_span!(
+        target: TARGET,
+        SPAN,
+        provider = Empty,
+        event_id = Empty,
+        destination = Empty,
+        outcome = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        traceparent = parent.map(tracing::field::display),
+        tracestate = parent.and_then(TraceContext::tracestate),
+    )
+}
+
+/// Records the span's own W3C ids.
+pub(super) fn record_trace(span: &tracing::Span, own: &TraceContext) {
+    span.record("trace_id", tracing::field::display(own.trace_id()));
+    span.record("span_id", tracing::field::display(own.parent_id()));
+}
+
+/// Provider label values, so that clients cannot mint series: configured providers by name,
+/// and without an allowlist the first [`metric::MAX_PROVIDER_LABELS`] other names; everyone
+/// else is [`metric::OTHER_PROVIDER`]. Labels are cached, so a known provider costs a lookup in
+/// a snapshot of the map (no lock) and a reference count, no allocation.
+#[derive(Debug)]
+pub(super) struct ProviderLabels {
+    named: ArcSwap<HashMap<ProviderKey, SharedString>>,
+    /// Serialises inserts, and with them the count of unconfigured names.
+    insert: Mutex<()>,
+    unconfigured: AtomicUsize,
+}
+
+impl Default for ProviderLabels {
+    fn default() -> Self {
+        Self {
+            named: ArcSwap::from_pointee(HashMap::new()),
+            insert: Mutex::new(()),
+            unconfigured: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl ProviderLabels {
+    /// The label of `provider`; `configured` says whether it is allowlisted or has a verifier,
+    /// `open` whether unconfigured names may have labels of their own.
+    pub(super) fn get(
+        &self,
+        provider: &str,
+        configured: impl FnOnce() -> bool,
+        open: bool,
+    ) -> SharedString {
+        let key = ProviderKey::new(provider);
+        if let Some(label) = self.named.load().get(&key) {
+            return label.clone();
+        }
+        let configured = configured();
+        if !configured
+            && (!open || self.unconfigured.load(Ordering::Relaxed) >= metric::MAX_PROVIDER_LABELS)
+        {
+            return other();
+        }
+        let _insert = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+        let named = self.named.load_full();
+        if let Some(label) = named.get(&key) {
+            return label.clone();
+        }
+        if !configured {
+            // Counted under the insert lock: the cap holds however many requests race here.
+            if self.unconfigured.load(Ordering::Relaxed) >= metric::MAX_PROVIDER_LABELS {
+                return other();
+            }
+            self.unconfigured.fetch_add(1, Ordering::Relaxed);
+        }
+        let label = SharedString::from(Arc::<str>::from(key.as_str()));
+        let mut next = HashMap::clone(&named);
+        next.insert(key, label.clone());
+        self.named.store(Arc::new(next));
+        label
+    }
+}
+
+pub(super) fn other() -> SharedString {
+    SharedString::const_str(metric::OTHER_PROVIDER)
+}
+
+/// The [`metric::STATUS`] label of an ingest answer.
+pub(super) fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// The [`metric::OUTCOME`] label of a publish.
+pub(super) fn publish_outcome(result: &Result<impl Sized, PublishError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(PublishError::Unavailable(_)) => "unavailable",
+        Err(PublishError::Overloaded) => "overloaded",
+        Err(PublishError::TimedOut(_)) => "timed_out",
+        Err(PublishError::Rejected(_)) => "rejected",
+    }
+}
+
+/// The handles of the per-request ingest metrics (see [`Handles`]).
+#[derive(Debug, Default)]
+pub(super) struct Recorded {
+    answers: Handles<(SharedString, &'static str, &'static str), Counter>,
+    receipts: Handles<&'static str, Counter>,
+    rejected: Handles<(SharedString, &'static str), Counter>,
+    body_bytes: Handles<SharedString, Histogram>,
+    publish: Handles<(&'static str, &'static str), Histogram>,
+    in_flight: Handles<(), Gauge>,
+}
+
+impl Recorded {
+    /// Counts one answer in [`metric::INGEST_REQUESTS_TOTAL`] and
+    /// [`metric::INGEST_RECEIPTS_TOTAL`].
+    pub(super) fn answer(&self, provider: SharedString, status: StatusCode, code: &'static str) {
+        let receipt = if status.is_success() {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        self.answers.with(
+            &(provider, status_label(status), code),
+            |(p, s, c)| {
+                metrics::counter!(
+                    metric::INGEST_REQUESTS_TOTAL,
+                    metric::PROVIDER => p.clone(),
+                    metric::STATUS => *s,
+                    metric::CODE => *c,
+                )
+            },
+            |counter| counter.increment(1),
+        );
+        self.receipts.with(
+            &receipt,
+            |r| metrics::counter!(metric::INGEST_RECEIPTS_TOTAL, metric::STATUS => *r),
+            |counter| counter.increment(1),
+        );
+    }
+
+    /// Records a body's size in [`metric::INGEST_BODY_BYTES`].
+    pub(super) fn body_bytes(&self, provider: &SharedString, bytes: usize) {
+        // Sizes up to a few MiB: f64 holds them exactly.
+        #[allow(clippy::cast_precision_loss)]
+        self.body_bytes.with(
+            provider,
+            |p| metrics::histogram!(metric::INGEST_BODY_BYTES, metric::PROVIDER => p.clone()),
+            |histogram| histogram.record(bytes as f64),
+        );
+    }
+
+    /// Records a publish's duration in [`metric::INGEST_PUBLISH_SECONDS`].
+    pub(super) fn publish(&self, transport: &'static str, outcome: &'static str, seconds: f64) {
+        self.publish.with(
+            &(transport, outcome),
+            |(t, o)| {
+                metrics::histogram!(
+                    metric::INGEST_PUBLISH_SECONDS,
+                    metric::TRANSPORT => *t,
+                    metric::OUTCOME => *o,
+                )
+            },
+            |histogram| histogram.record(seconds),
+        );
+    }
+
+    /// Counts, logs and answers a refusal.
+    pub(super) fn refuse(
+        &self,
+        provider: Option<&str>,
+        label: SharedString,
+        refused: Refused,
+        trace_id: TraceId,
+    ) -> Response<IngestBody> {
+        let code = refused.rejection.code();
+        tracing::Span::current().record("outcome", code);
+        log_rejection(provider, &refused, trace_id);
+        self.rejected
+            .get(&(label.clone(), code), |(p, c)| {
+                metrics::counter!(
+                    metric::INGEST_REJECTED_TOTAL,
+                    metric::PROVIDER => p.clone(),
+                    metric::CODE => *c,
+                )
+            })
+            .increment(1);
+        self.answer(label, refused.rejection.status(), code);
+        refused.rejection.into_response()
+    }
+}
+
+/// The one log line of a rejected request: its provider (as sent, when it was a valid name),
+/// code, event id and what went wrong behind it; never a header value or the body.
+///
+/// Answers the client could cause (4xx) and backpressure (shed load, a full queue, an open
+/// breaker) are `info`; failures of the broker behind the gateway and routes to a reserved
+/// destination are `warn`.
+pub(super) fn log_rejection(provider: Option<&str>, refused: &Refused, trace_id: TraceId) {
+    let rejection = &refused.rejection;
+    let status = rejection.status().as_u16();
+    let code = rejection.code();
+    let event_id = rejection.event_id().map(tracing::field::display);
+    let destination = refused.destination.as_deref();
+    let error = refused
+        .error
+        .as_ref()
+        .map(|e| e as &(dyn std::error::Error + 'static));
+    // The broker failed, or the routing is misconfigured: the operator's problem. A full queue
+    // and an open breaker are backpressure (the breaker logs its own turns): `warn` for each
+    // refused request would add volume exactly when the gateway is busiest.
+    let operator = match rejection {
+        Rejection::Unavailable { .. } => {
+            !matches!(&refused.error, Some(PublishError::Overloaded))
+                && !matches!(
+                    &refused.error,
+                    Some(PublishError::Unavailable(source)) if source.is::<BreakerOpen>()
+                )
+        }
+        Rejection::PublishRejected { .. } => true,
+        Rejection::ReservedDestination(_) => destination.is_some(),
+        _ => false,
+    };
+    if operator {
+        tracing::warn!(target: TARGET, provider, code, status, event_id, destination, %trace_id, error, "webhook rejected");
+    } else {
+        tracing::info!(target: TARGET, provider, code, status, event_id, destination, %trace_id, error, "webhook rejected");
+    }
+}
+
+/// A request's share of the in-flight cap, counted in
+/// [`metric::INGEST_REQUESTS_IN_FLIGHT`] while it is held.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    gauge: Gauge,
+    _held: Held,
+}
+
+impl InFlight {
+    pub(super) fn new(held: Held, recorded: &Recorded) -> Self {
+        let gauge = recorded
+            .in_flight
+            .get(&(), |()| metrics::gauge!(metric::INGEST_REQUESTS_IN_FLIGHT));
+        gauge.increment(1.0);
+        Self { gauge, _held: held }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        let labels = ProviderLabels::default();
+        assert_eq!(labels.get("github", || true, false).as_ref(), "github");
+        assert_eq!(labels.get("random", || false, false).as_ref(), "other");
+        for i in 0..1000 {
+            let _ = labels.get(&format!("p{i}"), || false, true);
+        }
+        assert_eq!(labels.get("p0", || false, true).as_ref(), "p0");
+        assert_eq!(labels.get("p99", || false, true).as_ref(), "p99");
+        assert_eq!(labels.get("p100", || false, true).as_ref(), "other");
+        // Configured names are never crowded out.
+        assert_eq!(labels.get("stripe", || true, true).as_ref(), "stripe");
+        assert_eq!(labels.named.load().len(), 2 + metric::MAX_PROVIDER_LABELS);
+    }
+
+    #[test]
+    fn every_rejection_status_has_a_label() {
+        for (status, _, _) in Rejection::CATALOGUE {
+            assert_ne!(status_label(*status), "other", "{status}");
+        }
+        assert_eq!(status_label(StatusCode::ACCEPTED), "202");
+    }
+}
