@@ -253,7 +253,7 @@ fn kill_9_while_spooling(transport: &str, down: &[(&str, &str)], up: &[(&str, &s
 
     // Topics and queues exist before the restarted gateway forwards into them.
     let marker = format!("marker {run}").into_bytes();
-    create_destinations(&up, &destinations, &marker);
+    let _created = create_destinations(&up, &destinations, &marker);
     let gateway = Gateway::start(&up, &scratch.path().join("second.log"));
     // Readiness is up once the spool holds nothing and the broker answers.
     gateway.wait_for_ready("up", DRAIN_PATIENCE);
@@ -312,7 +312,7 @@ fn outage_under_load(transport: &str, proxy: &Proxy, broker: &[(&str, &str)]) {
     ];
     vars.extend_from_slice(broker);
     let marker = format!("marker {run}").into_bytes();
-    create_destinations(&vars, &destinations, &marker);
+    let _created = create_destinations(&vars, &destinations, &marker);
 
     let gateway = Gateway::start(&vars, &scratch.path().join("gateway.log"));
     let load = Load::start(

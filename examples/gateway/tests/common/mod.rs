@@ -442,8 +442,19 @@ pub(crate) struct Received {
 }
 
 /// Publishes one marker event to each destination through the transport `vars` configure, so
-/// that topics and queues exist before a gateway forwards to them.
-pub(crate) fn create_destinations(vars: &[(&str, &str)], destinations: &[String], marker: &[u8]) {
+/// that topics and queues exist before a gateway forwards to them. On RabbitMQ the queues are
+/// deleted when the returned guard drops.
+pub(crate) fn create_destinations(
+    vars: &[(&str, &str)],
+    destinations: &[String],
+    marker: &[u8],
+) -> Created {
+    let created = Created {
+        amqp_url: (var(vars, "FIREFLY_TRANSPORT") == Some("amqp"))
+            .then(|| var(vars, "FIREFLY_AMQP_URL").map(str::to_owned))
+            .flatten(),
+        destinations: destinations.to_vec(),
+    };
     runtime().block_on(async {
         let transport = transport(vars).await;
         let publisher = transport.publisher();
@@ -458,6 +469,44 @@ pub(crate) fn create_destinations(vars: &[(&str, &str)], destinations: &[String]
             .unwrap();
         }
     });
+    created
+}
+
+fn var<'a>(vars: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    vars.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// Destinations a test created; on RabbitMQ their queues (main, retry, dead-letter) are
+/// deleted on drop. Quorum queues hold file descriptors in the shared broker, so a suite that
+/// leaves them behind makes it refuse connections sooner or later.
+#[must_use = "the destinations are deleted when this drops"]
+pub(crate) struct Created {
+    amqp_url: Option<String>,
+    destinations: Vec<String>,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        #[cfg(feature = "amqp")]
+        if let Some(url) = &self.amqp_url {
+            use firefly_webhook_amqp::lapin::{Connection, ConnectionProperties};
+            use firefly_webhook_amqp::{AmqpConfig, topology};
+            runtime().block_on(async {
+                let config = AmqpConfig::from_url(url.clone());
+                let connect = Connection::connect(url, ConnectionProperties::default());
+                let Ok(Ok(connection)) = tokio::time::timeout(PATIENCE, connect).await else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    for destination in &self.destinations {
+                        let delete = topology::delete_destination(&channel, &config, destination);
+                        let _ = tokio::time::timeout(PATIENCE, delete).await;
+                    }
+                }
+                let _ = connection.close(200, "OK".into()).await;
+            });
+        }
+    }
 }
 
 /// Consumes `destinations` through the transport `vars` configure (acking everything) until
