@@ -6,11 +6,14 @@
 //! publisher that confirms and drops every event, isolating the HTTP ingest path's own cost;
 //! `FIREFLY_BENCH_WATCH=1` prints the deepest backlog of the `github` queue every second.
 //!
-//! `FIREFLY_BENCH_TELEMETRY=on` installs what the gateway installs for observability: the
-//! Prometheus recorder (no listener: nothing scrapes during the run) and a `tracing`
+//! `FIREFLY_BENCH_TELEMETRY=on` installs the gateway's own observability, through the same
+//! `stack::Telemetry::install`: the Prometheus recorder with the gateway's histogram buckets
+//! and its upkeep every 5 s (no listener: nothing scrapes during the run), and the `tracing`
 //! subscriber at the gateway's default level (`info`, text lines to stderr), so that
-//! `scripts/bench` can measure what metrics and tracing cost (`metrics` or `tracing`: one of
-//! the two).
+//! `scripts/bench` measures what metrics and tracing cost in the gateway. For diagnosis,
+//! `metrics` or `tracing` installs one of the two (the recorder configured as the gateway's),
+//! and `summary` the recorder with the exporter's default histograms (summaries, whose
+//! quantile sketches the upkeep folds every sample into).
 //!
 //! `FIREFLY_BENCH_EDGE=on` serves through `firefly_webhook::serve::Server` with its default
 //! limits (header, idle and request timeouts, connection cap, HTTP/2 limits), as the gateway
@@ -43,28 +46,63 @@ impl Publisher for Discard {
     }
 }
 
+/// Installs the Prometheus recorder alone, with the gateway's histogram buckets (`buckets`) or
+/// the exporter's default summaries, and folds samples in every 5 s as the gateway does.
+fn recorder(buckets: bool) -> std::io::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let mut builder = PrometheusBuilder::new();
+    if buckets {
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".to_owned()),
+                stack::SECONDS_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_bytes".to_owned()), stack::BYTES_BUCKETS)
+            })
+            .map_err(std::io::Error::other)?;
+    }
+    let handle = builder.install_recorder().map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let listen = std::env::var("FIREFLY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let telemetry = std::env::var("FIREFLY_BENCH_TELEMETRY").unwrap_or_default();
-    if telemetry == "on" || telemetry == "metrics" {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(std::io::Error::other)?;
-        // Rendering now and then, as a scrape would, keeps the histograms drained.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                drop(recorder.render());
-            }
-        });
-    }
-    if telemetry == "on" || telemetry == "tracing" {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    let _telemetry = match telemetry.as_str() {
+        "on" => {
+            let settings = stack::Settings::from_env(stack::Defaults::GATEWAY)
+                .map_err(std::io::Error::other)?;
+            Some(
+                stack::Telemetry::install(&settings, "firefly-bench")
+                    .map_err(std::io::Error::other)?,
+            )
+        }
+        "metrics" => {
+            recorder(true)?;
+            None
+        }
+        "summary" => {
+            recorder(false)?;
+            None
+        }
+        "tracing" => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_writer(std::io::stderr)
+                .init();
+            None
+        }
+        _ => None,
+    };
     let broker = MemoryBroker::new(10_000);
 
     let mut subscriber = broker.subscriber_all();
