@@ -139,21 +139,8 @@ impl DeadLettered {
     }
 }
 
-/// How a replay or purge went, per message of the dead-letter queue it read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Summary {
-    /// Replayed (by [`DeadLetters::replay`]) or purged (by [`DeadLetters::purge`]): no
-    /// longer in the dead-letter queue.
-    pub handled: u64,
-    /// Not selected by the filter, or beyond the limit: still there.
-    pub skipped: u64,
-    /// Selected but kept in place by the transport: never on RabbitMQ, where any message can
-    /// be removed (the field exists for the shape every transport shares).
-    pub blocked: u64,
-    /// Selected, but replaying it failed: still there.
-    pub failed: u64,
-}
+/// How a replay or purge went (the shape every transport shares).
+pub use firefly_webhook::dead_letter::Summary;
 
 /// The dead-letter queues of a RabbitMQ broker: read them, replay messages to their
 /// destination's queue, purge them. See the [module docs](self).

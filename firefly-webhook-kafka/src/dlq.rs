@@ -156,20 +156,8 @@ impl DeadLettered {
     }
 }
 
-/// How a replay or purge went, per record of the dead-letter topic it read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Summary {
-    /// Replayed (by [`DeadLetters::replay`]) or purged (by [`DeadLetters::purge`]): no
-    /// longer in the dead-letter topic.
-    pub handled: u64,
-    /// Not selected by the filter, or beyond the limit: still there.
-    pub skipped: u64,
-    /// Selected, but behind a record that stays: still there.
-    pub blocked: u64,
-    /// Selected, but replaying it failed: still there.
-    pub failed: u64,
-}
+/// How a replay or purge went (the shape every transport shares).
+pub use firefly_webhook::dead_letter::Summary;
 
 /// The dead-letter topics of a cluster: read them, replay records to their destination, purge
 /// them. See the [module docs](self) for how records are removed.

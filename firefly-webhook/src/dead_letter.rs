@@ -1,4 +1,5 @@
-//! Why an event was given up on: [`DeadLetter`] records and their [`FailureCategory`].
+//! Why an event was given up on: [`DeadLetter`] records and their [`FailureCategory`], and the
+//! [`Summary`] of replaying or purging dead letters.
 //!
 //! These are domain types; [`wire`](crate::wire) encodes them as message attributes.
 
@@ -95,3 +96,20 @@ impl FromStr for FailureCategory {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown failure category `{0}`")]
 pub struct UnknownCategory(pub String);
+
+/// How a replay or purge of dead letters went, per dead letter read: the shape every
+/// transport's dead-letter tools share (`firefly_webhook_kafka::dlq`,
+/// `firefly_webhook_amqp::dlq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Replayed or purged: no longer among the dead letters.
+    pub handled: u64,
+    /// Not selected by the filter, or beyond the limit: still there.
+    pub skipped: u64,
+    /// Selected but kept in place by the transport: on Kafka, a record behind one that stays
+    /// (a topic is cut only from its start); never on RabbitMQ. Still there.
+    pub blocked: u64,
+    /// Selected, but replaying it failed: still there.
+    pub failed: u64,
+}
