@@ -57,10 +57,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Either;
@@ -87,6 +88,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 const MIN_H1_BUFFER: usize = 8 * 1024;
 /// How long to wait before accepting again after the process ran out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// hyper's own cap on HTTP/1 header fields. Set explicitly, hyper sizes each request's
+/// parse buffers at run time; left unset, it uses fixed inline buffers of this size.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// An HTTP/1 and HTTP/2 server that enforces header, idle and request timeouts, a connection
 /// cap and a bounded graceful shutdown. See the [module docs](self) for the defaults.
@@ -308,8 +312,10 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // The head deadline is `Activity`'s (one timer per connection), not hyper's (a timer
         // allocated and registered for every request).
         .header_read_timeout(None)
-        .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUFFER));
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -380,21 +386,25 @@ async fn connection<S, B>(
     };
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-    let mut conn = std::pin::pin!(conn);
-    let shutdown = async {
+    let shutdown = async move {
         let _ = closing.wait_for(|closing| *closing).await;
     };
-    let ended = tokio::select! {
-        result = conn.as_mut() => Some(result),
-        () = idle => {
-            if watch.read_since_touch() {
-                // Part of a request head came, not all of it in time: close at once (a
-                // graceful shutdown would wait for the rest of it).
-                return;
-            }
-            None
+    // Polled only when their own timer or signal fires, not each time the connection wakes.
+    let stop = async {
+        tokio::select! {
+            () = idle => Stop::Idle,
+            () = shutdown => Stop::Shutdown,
         }
-        () = shutdown => None,
+    };
+    let mut conn = std::pin::pin!(conn);
+    let ended = match Until::new(conn.as_mut(), stop).await {
+        Ok(result) => Some(result),
+        Err(Stop::Idle) if watch.read_since_touch() => {
+            // Part of a request head came, not all of it in time: close at once (a graceful
+            // shutdown would wait for the rest of it).
+            return;
+        }
+        Err(Stop::Idle | Stop::Shutdown) => None,
     };
     let result = if let Some(result) = ended {
         result
@@ -405,6 +415,96 @@ async fn connection<S, B>(
     if let Err(err) = result {
         // Clients hang up, time out and send garbage all the time.
         tracing::debug!(%peer, error = &*err as &dyn std::error::Error, "connection ended");
+    }
+}
+
+/// Why a connection is being closed.
+enum Stop {
+    /// No request in time ([`Activity::idle`]).
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Runs `main` until it completes (`Ok`) or `stop` does (`Err`), polling `stop` only when its
+/// own waker fired: a connection wakes several times per request, and polling its idle timer
+/// and the shutdown signal each time (what `select!` does) costs more than the request's
+/// routing.
+struct Until<M, S> {
+    main: M,
+    stop: Pin<Box<S>>,
+    signal: Arc<Signal>,
+    /// Wakes `signal`: what `stop` is polled with.
+    stop_waker: Waker,
+    /// The task waker last registered in `signal`.
+    registered: Option<Waker>,
+}
+
+/// Set when `stop` should be polled again; wakes the task then.
+#[derive(Default)]
+struct Signal {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<M, S> Until<M, S> {
+    fn new(main: M, stop: S) -> Self {
+        let signal = Arc::new(Signal::default());
+        // Poll `stop` once at the start.
+        signal.woken.store(true, Ordering::Relaxed);
+        Self {
+            main,
+            stop: Box::pin(stop),
+            stop_waker: Waker::from(Arc::clone(&signal)),
+            signal,
+            registered: None,
+        }
+    }
+}
+
+impl<M, S> Future for Until<M, S>
+where
+    M: Future + Unpin,
+    S: Future,
+{
+    type Output = Result<M::Output, S::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // Cleared before `stop` is polled, and the task waker registered again after each
+        // wake-up (waking takes it): a wake-up that comes meanwhile sets the flag again and
+        // finds a waker.
+        let woken = this.signal.woken.load(Ordering::Acquire)
+            && this.signal.woken.swap(false, Ordering::AcqRel);
+        if woken
+            || !this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            this.signal.task.register(cx.waker());
+            this.registered = Some(cx.waker().clone());
+        }
+        if woken
+            && let Poll::Ready(stopped) = this
+                .stop
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&this.stop_waker))
+        {
+            return Poll::Ready(Err(stopped));
+        }
+        Pin::new(&mut this.main).poll(cx).map(Ok)
     }
 }
 

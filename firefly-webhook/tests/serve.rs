@@ -389,6 +389,38 @@ async fn oversized_heads_get_431() {
 }
 
 #[tokio::test]
+async fn the_default_header_count_cap_is_100() {
+    let server = start(|s| s, app()).await;
+    // `host` and 99 more: the most the default allows.
+    let at_cap = format!(
+        "GET / HTTP/1.1\r\nhost: test\r\n{}connection: close\r\n\r\n",
+        "x-many: 1\r\n".repeat(98)
+    );
+    let mut ok = TcpStream::connect(server.addr).await.unwrap();
+    ok.write_all(at_cap.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut ok).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let over = format!(
+        "GET / HTTP/1.1\r\nhost: test\r\n{}\r\n",
+        "x-many: 1\r\n".repeat(100)
+    );
+    let mut many = TcpStream::connect(server.addr).await.unwrap();
+    many.write_all(over.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut many).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn slow_bodies_get_408_and_the_connection_closes() {
     let server = start(|s| s.request_timeout(Duration::from_millis(300)), app()).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
