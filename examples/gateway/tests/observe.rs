@@ -356,3 +356,52 @@ fn json_logs_are_one_object_per_line_and_carry_the_trace() {
     assert_eq!(received["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(received["correlation_id"], "req-7");
 }
+
+/// `FIREFLY_WORKER_INLINE`: the in-process worker processes every accepted webhook once,
+/// running deliveries in its own task (the default) or a task each.
+#[test]
+fn the_worker_processes_everything_in_task_or_with_a_task_each() {
+    for inline in [None, Some("false"), Some("true")] {
+        let mut vars = vec![("FIREFLY_PROVIDERS", "github")];
+        if let Some(inline) = inline {
+            vars.push(("FIREFLY_WORKER_INLINE", inline));
+        }
+        let gateway = Gateway::start(&vars, false);
+        let events = 40;
+        for i in 0..events {
+            let headers = format!("X-GitHub-Delivery: d-{i}\r\n");
+            assert_eq!(
+                gateway.post("github", &headers, &format!("{{\"n\":{i}}}")),
+                202
+            );
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let samples = scrape(gateway.addr);
+            let processed = value(
+                &samples,
+                "firefly_webhook_processed_total",
+                &[("provider", "github")],
+            );
+            if processed == Some(f64::from(events)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inline {inline:?}: processed {processed:?} of {events}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // A value that is not a boolean stops the gateway at start.
+    let status = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env_clear()
+        .env("FIREFLY_LISTEN", free_port().to_string())
+        .env("FIREFLY_WORKER_INLINE", "sometimes")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+}

@@ -95,10 +95,13 @@ impl Settings {
         ingest
     }
 
-    /// A worker builder on `subscriber` with the worker settings applied (concurrency, pause
-    /// on a downstream outage); the application adds idempotency and its processor.
+    /// A worker builder on `subscriber` with the worker settings applied (concurrency, in-task
+    /// deliveries, pause on a downstream outage); the application adds idempotency and its
+    /// processor.
     pub fn worker<Sub: Subscriber>(&self, subscriber: Sub) -> WorkerBuilder<Sub> {
-        let mut builder = Worker::builder(subscriber).concurrency(self.concurrency);
+        let mut builder = Worker::builder(subscriber)
+            .concurrency(self.concurrency)
+            .inline(self.worker_inline);
         match (self.worker_pause_after, self.worker_pause_cool_down) {
             (Some(0), _) => builder = builder.without_pause(),
             (None, None) => {}

@@ -82,6 +82,10 @@ impl Defaults {
 /// configuration table for each variable.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one field per FIREFLY_* switch"
+)]
 pub struct Settings {
     /// `FIREFLY_LISTEN`.
     pub listen: SocketAddr,
@@ -101,6 +105,8 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// `FIREFLY_WORKER_CONCURRENCY`.
     pub concurrency: usize,
+    /// `FIREFLY_WORKER_INLINE`: run deliveries inside the worker's task (default `true`).
+    pub worker_inline: bool,
     /// `FIREFLY_REDIS_URL`.
     pub redis_url: Option<Redacted>,
     /// What a worker consumes on a broker: `FIREFLY_DESTINATIONS`, else the application's
@@ -306,6 +312,10 @@ impl Settings {
             worker,
             queue_capacity: number("FIREFLY_QUEUE_CAPACITY", 10_000)?,
             concurrency: number("FIREFLY_WORKER_CONCURRENCY", 64)?,
+            worker_inline: match var("FIREFLY_WORKER_INLINE") {
+                None => true,
+                Some(v) => parse_bool("FIREFLY_WORKER_INLINE", v)?,
+            },
             redis_url: var("FIREFLY_REDIS_URL").map(|v| Redacted(v.to_owned())),
             destinations,
             providers,
@@ -642,8 +652,11 @@ mod tests {
             ("FIREFLY_TOPIC_PREFIX", "webhooks."),
             ("FIREFLY_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
             ("FIREFLY_WORKER", "off"),
+            ("FIREFLY_WORKER_INLINE", "false"),
         ])
         .unwrap();
+        assert!(!c.worker_inline);
+        assert!(settings(&[]).unwrap().worker_inline);
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.providers.unwrap(), ["github", "stripe"]);
         assert_eq!(c.topic_prefix, "webhooks.");

@@ -242,6 +242,15 @@ async fn duplicates_across_eight_workers_run_once_per_key() {
 
 #[tokio::test]
 async fn transient_twice_then_success_is_processed_and_acked_once() {
+    transient_twice_then_success_is_processed_and_acked_once_with(false).await;
+}
+
+#[tokio::test]
+async fn transient_twice_then_success_is_processed_and_acked_once_in_task() {
+    transient_twice_then_success_is_processed_and_acked_once_with(true).await;
+}
+
+async fn transient_twice_then_success_is_processed_and_acked_once_with(inline: bool) {
     let transport = TestTransport::default();
     let event = WebhookEvent::new("acme", "x");
     let id = event.id;
@@ -249,6 +258,7 @@ async fn transient_twice_then_success_is_processed_and_acked_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
     let worker = Worker::builder(transport.clone())
+        .inline(inline)
         .retry(fast_retry())
         .build(processor_fn(move |_e, ctx| {
             let n = c.fetch_add(1, Ordering::SeqCst) + 1;
@@ -333,6 +343,15 @@ async fn permanent_failure_is_dead_lettered_at_once() {
 
 #[tokio::test]
 async fn always_failing_is_dead_lettered_after_max_attempts() {
+    always_failing_is_dead_lettered_after_max_attempts_with(false).await;
+}
+
+#[tokio::test]
+async fn always_failing_is_dead_lettered_after_max_attempts_in_task() {
+    always_failing_is_dead_lettered_after_max_attempts_with(true).await;
+}
+
+async fn always_failing_is_dead_lettered_after_max_attempts_with(inline: bool) {
     let broker = MemoryBroker::new(10);
     broker
         .publisher()
@@ -345,6 +364,7 @@ async fn always_failing_is_dead_lettered_after_max_attempts() {
         .max_attempts(4)
         .in_process_limit(Duration::from_millis(7));
     let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
         .retry(policy)
         .build(processor_fn(move |_e, _ctx| {
             c.fetch_add(1, Ordering::SeqCst);
@@ -362,6 +382,15 @@ async fn always_failing_is_dead_lettered_after_max_attempts() {
 
 #[tokio::test]
 async fn panics_are_failed_attempts_and_the_worker_keeps_going() {
+    panics_are_failed_attempts_and_the_worker_keeps_going_with(false).await;
+}
+
+#[tokio::test]
+async fn panics_are_failed_attempts_and_the_worker_keeps_going_in_task() {
+    panics_are_failed_attempts_and_the_worker_keeps_going_with(true).await;
+}
+
+async fn panics_are_failed_attempts_and_the_worker_keeps_going_with(inline: bool) {
     let broker = MemoryBroker::new(10);
     let p = broker.publisher();
     p.publish("acme", WebhookEvent::new("acme", "always-panics"))
@@ -373,6 +402,7 @@ async fn panics_are_failed_attempts_and_the_worker_keeps_going() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = Arc::clone(&seen);
     let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
         .concurrency(1)
         .retry(fast_retry())
         .build(processor_fn(move |e, ctx| {
@@ -448,6 +478,15 @@ async fn in_progress_duplicate_is_retried_not_dropped() {
 
 #[tokio::test]
 async fn shutdown_acks_finished_and_gives_back_unfinished() {
+    shutdown_acks_finished_and_gives_back_unfinished_with(false).await;
+}
+
+#[tokio::test]
+async fn shutdown_acks_finished_and_gives_back_unfinished_in_task() {
+    shutdown_acks_finished_and_gives_back_unfinished_with(true).await;
+}
+
+async fn shutdown_acks_finished_and_gives_back_unfinished_with(inline: bool) {
     let broker = MemoryBroker::new(100);
     let p = broker.publisher();
     for i in 0..10 {
@@ -460,6 +499,7 @@ async fn shutdown_acks_finished_and_gives_back_unfinished() {
     let d = Arc::clone(&done);
     let never = Arc::new(Notify::new());
     let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
         .concurrency(10)
         .shutdown_timeout(Duration::from_millis(100))
         .build(processor_fn(move |e, _ctx| {
@@ -482,11 +522,13 @@ async fn shutdown_acks_finished_and_gives_back_unfinished() {
     assert_eq!(broker.len("acme"), 5);
     let processed = Arc::new(AtomicUsize::new(0));
     let pc = Arc::clone(&processed);
-    let worker = Worker::builder(broker.subscriber_all()).build(processor_fn(move |e, _ctx| {
-        assert!(e.body.starts_with(b"stuck"));
-        pc.fetch_add(1, Ordering::SeqCst);
-        async { Ok(Outcome::Processed) }
-    }));
+    let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
+        .build(processor_fn(move |e, _ctx| {
+            assert!(e.body.starts_with(b"stuck"));
+            pc.fetch_add(1, Ordering::SeqCst);
+            async { Ok(Outcome::Processed) }
+        }));
     let w = spawn(worker);
     until(|| processed.load(Ordering::SeqCst) == 5 && broker.in_flight() == 0).await;
     stop(w).await;
@@ -494,8 +536,17 @@ async fn shutdown_acks_finished_and_gives_back_unfinished() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::many_single_char_names)]
 async fn per_key_ordering_keeps_order_and_runs_keys_in_parallel() {
+    per_key_ordering_keeps_order_and_runs_keys_in_parallel_with(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_ordering_keeps_order_and_runs_keys_in_parallel_in_task() {
+    per_key_ordering_keeps_order_and_runs_keys_in_parallel_with(true).await;
+}
+
+#[allow(clippy::many_single_char_names)]
+async fn per_key_ordering_keeps_order_and_runs_keys_in_parallel_with(inline: bool) {
     let broker = MemoryBroker::new(1000);
     let p = broker.publisher();
     for seq in 0..30 {
@@ -519,6 +570,7 @@ async fn per_key_ordering_keeps_order_and_runs_keys_in_parallel() {
         Arc::clone(&max_total),
     );
     let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
         .concurrency(16)
         .order_by(|e| e.header("x-account").map(str::to_owned))
         .build(processor_fn(move |e, _ctx| {
@@ -781,4 +833,34 @@ async fn a_closed_broker_ends_only_after_delayed_retries_are_processed() {
     assert!(broker.is_empty());
     assert_eq!(broker.in_flight(), 0);
     assert!(broker.dead_letters("acme").is_empty());
+}
+
+/// In-task deliveries still overlap: ten that each wait for all ten to have started finish.
+#[tokio::test]
+async fn in_task_deliveries_run_concurrently() {
+    let broker = MemoryBroker::new(100);
+    let p = broker.publisher();
+    for i in 0..10 {
+        p.publish("acme", WebhookEvent::new("acme", format!("e-{i}")))
+            .await
+            .unwrap();
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(10));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (b, d) = (Arc::clone(&barrier), Arc::clone(&done));
+    let worker = Worker::builder(broker.subscriber_all())
+        .inline(true)
+        .concurrency(10)
+        .build(processor_fn(move |_e, _ctx| {
+            let (b, d) = (Arc::clone(&b), Arc::clone(&d));
+            async move {
+                b.wait().await;
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok(Outcome::Processed)
+            }
+        }));
+    let w = spawn(worker);
+    until(|| done.load(Ordering::SeqCst) == 10 && broker.in_flight() == 0).await;
+    stop(w).await;
+    assert!(broker.is_empty());
 }
