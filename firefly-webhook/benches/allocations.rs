@@ -66,8 +66,10 @@ async fn ingest(broker: &MemoryBroker, body: &[u8]) -> (f64, f64) {
 }
 
 /// Drains the broker through a worker; the allocations per event.
-async fn pipeline(broker: MemoryBroker, idempotency: bool) -> (f64, f64) {
-    let mut builder = Worker::builder(broker.subscriber_all()).concurrency(64);
+async fn pipeline(broker: MemoryBroker, idempotency: bool, inline: bool) -> (f64, f64) {
+    let mut builder = Worker::builder(broker.subscriber_all())
+        .concurrency(64)
+        .inline(inline);
     if !idempotency {
         builder = builder.without_idempotency();
     }
@@ -96,21 +98,26 @@ fn main() {
     );
     println!("{:<62} {:>8} {:>10}", "", "allocs", "bytes");
     let mut rows = Vec::new();
-    for idempotency in [true, false] {
+    for (name, idempotency, inline) in [
+        (
+            "pipeline: subscriber -> idempotency -> retry -> no-op -> ack",
+            true,
+            false,
+        ),
+        (
+            "the same pipeline, deliveries in the worker's task",
+            true,
+            true,
+        ),
+        ("pipeline without idempotency", false, false),
+    ] {
         let broker = MemoryBroker::new(EVENTS + 1);
         let ingested = rt.block_on(ingest(&broker, &body));
-        if idempotency {
+        if rows.is_empty() {
             rows.push(("ingest service: request -> publish -> receipt", ingested));
         }
-        let processed = rt.block_on(pipeline(broker, idempotency));
-        rows.push((
-            if idempotency {
-                "pipeline: subscriber -> idempotency -> retry -> no-op -> ack"
-            } else {
-                "pipeline without idempotency"
-            },
-            processed,
-        ));
+        let processed = rt.block_on(pipeline(broker, idempotency, inline));
+        rows.push((name, processed));
     }
     for (name, (allocs, bytes)) in rows {
         println!("{name:<62} {allocs:>8.1} {bytes:>10.0}");

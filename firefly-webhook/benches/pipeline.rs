@@ -31,13 +31,15 @@ fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
         .collect()
 }
 
-async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool) -> Duration {
+async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool, inline: bool) -> Duration {
     let broker = MemoryBroker::new(batch.len() + 1);
     let publisher = broker.publisher();
     for e in batch {
         publisher.publish("github", e).await.unwrap();
     }
-    let mut builder = Worker::builder(broker.subscriber_all()).concurrency(64);
+    let mut builder = Worker::builder(broker.subscriber_all())
+        .concurrency(64)
+        .inline(inline);
     if !idempotency {
         builder = builder.without_idempotency();
     }
@@ -61,13 +63,17 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory_pipeline");
     group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(10);
-    for (name, idempotency) in [("idempotency+retry", true), ("retry only", false)] {
+    for (name, idempotency, inline) in [
+        ("idempotency+retry", true, false),
+        ("idempotency+retry, in task", true, true),
+        ("retry only", false, false),
+    ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let batch = events(EVENTS, body);
-                    total += rt.block_on(run_once(batch, idempotency));
+                    total += rt.block_on(run_once(batch, idempotency, inline));
                 }
                 total
             });
