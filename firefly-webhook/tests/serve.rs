@@ -359,32 +359,27 @@ async fn idle_http1_connections_also_close_at_the_header_timeout() {
     server.shutdown().await;
 }
 
+/// Sends `request` on a new connection and reads the answer until the server closes it.
+async fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may stop reading and answer before the whole head is written.
+    let _ = stream.write_all(request.as_bytes()).await;
+    String::from_utf8_lossy(&read_until_closed(&mut stream).await).into_owned()
+}
+
 #[tokio::test]
 async fn oversized_heads_get_431() {
     let server = start(|s| s.max_header_bytes(8 * 1024).max_headers(10), app()).await;
 
-    let mut big = TcpStream::connect(server.addr).await.unwrap();
     let value = "x".repeat(16 * 1024);
-    let request = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {value}\r\n\r\n");
-    // The server may stop reading and answer before the whole head is written.
-    let _ = big.write_all(request.as_bytes()).await;
-    let answer = read_until_closed(&mut big).await;
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let big = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {value}\r\n\r\n");
+    let answer = exchange(server.addr, &big).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 
-    let mut many = TcpStream::connect(server.addr).await.unwrap();
     let headers = "x-many: 1\r\n".repeat(20);
-    let request = format!("GET / HTTP/1.1\r\nhost: test\r\n{headers}\r\n");
-    many.write_all(request.as_bytes()).await.unwrap();
-    let answer = read_until_closed(&mut many).await;
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let many = format!("GET / HTTP/1.1\r\nhost: test\r\n{headers}\r\n");
+    let answer = exchange(server.addr, &many).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     server.shutdown().await;
 }
 
@@ -396,27 +391,15 @@ async fn the_default_header_count_cap_is_100() {
         "GET / HTTP/1.1\r\nhost: test\r\n{}connection: close\r\n\r\n",
         "x-many: 1\r\n".repeat(98)
     );
-    let mut ok = TcpStream::connect(server.addr).await.unwrap();
-    ok.write_all(at_cap.as_bytes()).await.unwrap();
-    let answer = read_until_closed(&mut ok).await;
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let answer = exchange(server.addr, &at_cap).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let over = format!(
         "GET / HTTP/1.1\r\nhost: test\r\n{}\r\n",
         "x-many: 1\r\n".repeat(100)
     );
-    let mut many = TcpStream::connect(server.addr).await.unwrap();
-    many.write_all(over.as_bytes()).await.unwrap();
-    let answer = read_until_closed(&mut many).await;
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let answer = exchange(server.addr, &over).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     server.shutdown().await;
 }
 
