@@ -46,33 +46,6 @@ impl Publisher for Discard {
     }
 }
 
-/// Installs the Prometheus recorder alone, with the gateway's histogram buckets (`buckets`) or
-/// the exporter's default summaries, and folds samples in every 5 s as the gateway does.
-fn recorder(buckets: bool) -> std::io::Result<()> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let mut builder = PrometheusBuilder::new();
-    if buckets {
-        builder = builder
-            .set_buckets_for_metric(
-                Matcher::Suffix("_seconds".to_owned()),
-                stack::SECONDS_BUCKETS,
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Suffix("_bytes".to_owned()), stack::BYTES_BUCKETS)
-            })
-            .map_err(std::io::Error::other)?;
-    }
-    let handle = builder.install_recorder().map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            handle.run_upkeep();
-        }
-    });
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let listen = std::env::var("FIREFLY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
@@ -87,11 +60,13 @@ async fn main() -> std::io::Result<()> {
             )
         }
         "metrics" => {
-            recorder(true)?;
+            stack::install_recorder(stack::recorder().map_err(std::io::Error::other)?)
+                .map_err(std::io::Error::other)?;
             None
         }
         "summary" => {
-            recorder(false)?;
+            stack::install_recorder(metrics_exporter_prometheus::PrometheusBuilder::new())
+                .map_err(std::io::Error::other)?;
             None
         }
         "tracing" => {

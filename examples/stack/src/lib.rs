@@ -17,6 +17,7 @@ pub use crate::env::{Defaults, EnvError, LogFormat, RateLimit, Redacted, Setting
 pub use crate::openapi::openapi;
 pub use crate::telemetry::{
     BYTES_BUCKETS, LIVE_PATH, METRICS_PATH, OPENAPI_PATH, READY_PATH, SECONDS_BUCKETS, Telemetry,
+    install_recorder, recorder,
 };
 pub use crate::transport::{Transport, TransportKind, UnknownTransport};
 

@@ -62,6 +62,33 @@ pub struct Telemetry {
     traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+/// The gateway's Prometheus recorder, not installed yet: histograms with [`SECONDS_BUCKETS`]
+/// and [`BYTES_BUCKETS`].
+pub fn recorder() -> Result<PrometheusBuilder, BoxError> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".to_owned()), BYTES_BUCKETS)?)
+}
+
+/// Installs `recorder` as the process's `metrics` recorder, describes firefly's metrics, and
+/// folds histogram samples in every 5 s (what [`Telemetry::install`] does for metrics). Must
+/// run inside the Tokio runtime, once per process.
+pub fn install_recorder(recorder: PrometheusBuilder) -> Result<PrometheusHandle, BoxError> {
+    let metrics = recorder.install_recorder()?;
+    firefly_webhook::metric::describe();
+    // Histogram samples wait in a buffer until they are folded in; without scrapes, this
+    // keeps the buffer small.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(metrics)
+}
+
 impl Telemetry {
     /// Installs the log subscriber (`FIREFLY_LOG_FORMAT`, levels from `RUST_LOG`, default
     /// `info`), the OTLP trace exporter when built with `--features otel` and
@@ -99,21 +126,7 @@ impl Telemetry {
         );
         registry.try_init()?;
 
-        let metrics = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)?
-            .set_buckets_for_metric(Matcher::Suffix("_bytes".to_owned()), BYTES_BUCKETS)?
-            .install_recorder()?;
-        firefly_webhook::metric::describe();
-        // Histogram samples wait in a buffer until they are folded in; without scrapes, this
-        // keeps the buffer small.
-        let upkeep = metrics.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
+        let metrics = install_recorder(recorder()?)?;
 
         #[cfg(feature = "otel")]
         if traces.is_some() {
