@@ -51,6 +51,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
@@ -438,81 +439,47 @@ impl<Sub: Subscriber> Worker<Sub> {
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let mut tasks = Running::default();
+        let mut tasks = Running::new(self.inline);
         let mut backoff = Duration::from_millis(100);
         tokio::pin!(shutdown);
 
         'run: loop {
             while tasks.spawned.try_join_next().is_some() {}
             let permit = tasks
-                .drive(async {
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => None,
-                        permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
-                    }
-                })
+                .until(&mut shutdown, Arc::clone(&permits).acquire_owned())
                 .await;
-            // The semaphore is never closed.
-            let Some(permit) = permit else { break };
+            // `None`: shutting down (the semaphore is never closed).
+            let Some(Ok(permit)) = permit else { break };
             // A paused worker pulls nothing; a probing one, one delivery at a time.
             let probe = match &self.shared.pause {
                 None => None,
                 Some(pause) => loop {
-                    let go_on = match pause.gate() {
+                    let waited = match pause.gate() {
                         Gate::Pull(probe) => break probe,
                         Gate::WaitUntil(until) => {
                             tasks
-                                .drive(async {
-                                    tokio::select! {
-                                        biased;
-                                        () = &mut shutdown => false,
-                                        () = tokio::time::sleep_until(until) => true,
-                                    }
-                                })
+                                .until(&mut shutdown, tokio::time::sleep_until(until))
                                 .await
                         }
-                        Gate::WaitForProbe => {
-                            tasks
-                                .drive(async {
-                                    tokio::select! {
-                                        biased;
-                                        () = &mut shutdown => false,
-                                        () = pause.probe_ended() => true,
-                                    }
-                                })
-                                .await
-                        }
+                        Gate::WaitForProbe => tasks.until(&mut shutdown, pause.probe_ended()).await,
                     };
-                    if !go_on {
+                    if waited.is_none() {
                         break 'run;
                     }
                 },
             };
-            let subscriber = &mut self.subscriber;
-            let next = tasks
-                .drive(async {
-                    tokio::select! {
-                        biased;
-                        () = &mut shutdown => None,
-                        next = subscriber.next() => Some(next),
-                    }
-                })
-                .await;
-            let Some(next) = next else { break };
+            let Some(next) = tasks.until(&mut shutdown, self.subscriber.next()).await else {
+                break;
+            };
             match next {
                 None => break,
                 Some(Err(err)) => {
                     tracing::warn!(error = &err as &dyn std::error::Error, retry_in = ?backoff, "subscriber failed");
-                    let go_on = tasks
-                        .drive(async {
-                            tokio::select! {
-                                () = &mut shutdown => false,
-                                () = tokio::time::sleep(backoff) => true,
-                            }
-                        })
-                        .await;
-                    if !go_on {
+                    if tasks
+                        .until(&mut shutdown, tokio::time::sleep(backoff))
+                        .await
+                        .is_none()
+                    {
                         break;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -559,57 +526,70 @@ impl<Sub: Subscriber> Worker<Sub> {
         let mut cancel = cancel.clone();
         // Boxed: the task's future is large (the whole service call and settlement), and
         // spawning a boxed one moves a pointer instead of copying that state.
-        tasks.start(
-            self.inline,
-            Box::pin(async move {
-                let mut current = Some(pending);
-                while let Some((delivery, permit, probe)) = current.take() {
-                    handle(&shared, service.clone(), delivery, probe, &mut cancel).await;
-                    drop(permit);
-                    if let Some(key) = &order_key {
-                        let mut queues = shared.queues();
-                        current = queues.get_mut(key).and_then(VecDeque::pop_front);
-                        if current.is_none() {
-                            queues.remove(key);
-                        }
+        tasks.start(Box::pin(async move {
+            let mut current = Some(pending);
+            while let Some((delivery, permit, probe)) = current.take() {
+                handle(&shared, service.clone(), delivery, probe, &mut cancel).await;
+                drop(permit);
+                if let Some(key) = &order_key {
+                    let mut queues = shared.queues();
+                    current = queues.get_mut(key).and_then(VecDeque::pop_front);
+                    if current.is_none() {
+                        queues.remove(key);
                     }
                 }
-            }),
-        );
+            }
+        }));
     }
 }
 
-/// The deliveries in progress: spawned as tasks of their own, or run inside the worker's task.
-#[derive(Default)]
+/// The deliveries in progress: spawned as tasks of their own, or run inside the worker's task
+/// ([`WorkerBuilder::inline`]).
 struct Running {
+    inline: bool,
     spawned: JoinSet<()>,
-    inline: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    in_task: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Running {
-    fn start(&mut self, inline: bool, delivery: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        if inline {
-            self.inline.push(delivery);
+    fn new(inline: bool) -> Self {
+        Self {
+            inline,
+            spawned: JoinSet::new(),
+            in_task: FuturesUnordered::new(),
+        }
+    }
+
+    fn start(&mut self, delivery: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        if self.inline {
+            self.in_task.push(delivery);
         } else {
             self.spawned.spawn(delivery);
         }
     }
 
-    /// Awaits `fut` while running the inline deliveries.
-    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+    /// Awaits `fut` while running the in-task deliveries; `None` if `shutdown` completes first.
+    async fn until<F: Future>(
+        &mut self,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+        fut: F,
+    ) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
-        let inline = &mut self.inline;
+        let in_task = &mut self.in_task;
         std::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
             // (An empty set would still register the waker on each poll.)
-            while !inline.is_empty() && inline.poll_next_unpin(cx).is_ready() {}
-            fut.as_mut().poll(cx)
+            while !in_task.is_empty() && in_task.poll_next_unpin(cx).is_ready() {}
+            fut.as_mut().poll(cx).map(Some)
         })
         .await
     }
 
     /// Completes once every delivery finished.
     async fn drain(&mut self) {
-        while self.inline.next().await.is_some() {}
+        while self.in_task.next().await.is_some() {}
         while self.spawned.join_next().await.is_some() {}
     }
 }
