@@ -474,6 +474,12 @@ impl IdempotencyStore for RedisStore {
 /// Where and how to connect: the URL, and [`RedisConfig::tls_ca_file`] as the trusted root
 /// when it is set.
 fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo> {
+    if cfg!(not(feature = "tls-native-tls")) && config.url.starts_with("rediss://") {
+        // The driver would only say that its TLS feature is off.
+        return Err(Error::Config(
+            "rediss:// urls need the `tls-native-tls` feature".into(),
+        ));
+    }
     // The driver's URL errors do not repeat the URL, so no password leaks through them.
     let info = config
         .url

@@ -29,7 +29,7 @@ const MAX_ENTRIES: usize = 1024;
 /// cloning it (a clone is a reference count, which would be shared again).
 #[derive(Debug)]
 pub(crate) struct Handles<K, H> {
-    map: ArcSwap<HashMap<K, H>>,
+    map: ArcSwap<HashMap<K, H, foldhash::fast::RandomState>>,
     /// Serialises the rare inserts (copy, insert, swap).
     insert: Mutex<()>,
 }
@@ -37,7 +37,7 @@ pub(crate) struct Handles<K, H> {
 impl<K, H> Default for Handles<K, H> {
     fn default() -> Self {
         Self {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(HashMap::default()),
             insert: Mutex::new(()),
         }
     }

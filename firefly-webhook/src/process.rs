@@ -399,19 +399,29 @@ impl Context {
 /// every later operation on the lock (renew, complete, release) is refused unless it presents
 /// the token the lock holds now, so a worker whose lock expired cannot act on a newer owner's
 /// claim.
+///
+/// Cloning one (the idempotency layer hands a copy to the processor) is a reference count.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct FencingToken(String);
+pub struct FencingToken(Arc<str>);
 
 impl FencingToken {
     /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
     /// non-cryptographic generator is enough.
     pub fn random() -> Self {
-        Self(format!("{:032x}", fastrand::u128(..)))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = fastrand::u128(..);
+        // 32 hex digits, most significant first, without the formatting machinery.
+        let mut text = [0u8; 32];
+        for (i, digit) in text.iter_mut().enumerate() {
+            let nibble = u8::try_from((n >> (124 - 4 * i)) & 0xf).unwrap_or_default();
+            *digit = HEX[usize::from(nibble)];
+        }
+        Self(Arc::from(String::from_utf8_lossy(&text).as_ref()))
     }
 
     /// Wraps a token read back from a store.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self(Arc::from(token.into()))
     }
 
     /// The token's text.
@@ -423,5 +433,26 @@ impl FencingToken {
 impl fmt::Debug for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FencingToken({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_are_32_lowercase_hex_digits() {
+        let (a, b) = (FencingToken::random(), FencingToken::random());
+        assert_ne!(a, b);
+        for token in [&a, &b] {
+            assert_eq!(token.as_str().len(), 32);
+            assert!(
+                token
+                    .as_str()
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            );
+        }
+        assert_eq!(FencingToken::new("abc").as_str(), "abc");
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! `FIREFLY_BENCH_TELEMETRY=on` installs the gateway's own observability, through the same
 //! `stack::Telemetry::install`: the Prometheus recorder with the gateway's histogram buckets
-//! and its upkeep every 5 s (no listener: nothing scrapes during the run), and the `tracing`
+//! and its upkeep every second (no listener: nothing scrapes during the run), and the `tracing`
 //! subscriber at the gateway's default level (`info`, text lines to stderr), so that
 //! `scripts/bench` measures what metrics and tracing cost in the gateway. For diagnosis,
 //! `metrics` or `tracing` installs one of the two (the recorder configured as the gateway's),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -138,10 +139,79 @@ impl StoreError {
     }
 }
 
-enum Slot {
-    Processing { token: FencingToken, until: Instant },
-    Processed { until: Instant },
+/// A key's lock or "processed" marker: 16 bytes, so that a full store of 50,000 keys takes
+/// about 2 MB (keys are kept as [`Digest`]s, 16 bytes more).
+#[derive(Clone, Copy)]
+struct Slot {
+    /// When it expires, in nanoseconds since the store's epoch.
+    until: u64,
+    /// The digest of the lock owner's token, never 0; 0 for a "processed" marker.
+    owner: u64,
 }
+
+impl Slot {
+    const PROCESSED: u64 = 0;
+
+    fn is_processed(self) -> bool {
+        self.owner == Self::PROCESSED
+    }
+}
+
+/// A 128-bit digest of a key, under two SipHash-1-3 keys drawn at random for each store: the
+/// store keeps digests instead of the keys (which are up to 160 bytes), and since the hash
+/// keys are secret, nobody can pick keys whose digests collide (by chance: one pair in 2^128).
+type Digest = u128;
+
+/// Digests keys and tokens (see [`Digest`]).
+struct Digests {
+    high: RandomState,
+    low: RandomState,
+}
+
+impl Digests {
+    fn new() -> Self {
+        Self {
+            high: RandomState::new(),
+            low: RandomState::new(),
+        }
+    }
+
+    fn key(&self, key: &str) -> Digest {
+        (u128::from(self.high.hash_one(key)) << 64) | u128::from(self.low.hash_one(key))
+    }
+
+    /// 64 bits of a token's digest, never [`Slot::PROCESSED`]: tokens are 128 random bits, so
+    /// another token matches one in 2^64.
+    fn owner(&self, token: &FencingToken) -> u64 {
+        self.low.hash_one(token.as_str()).max(1)
+    }
+}
+
+/// Hashes a [`Digest`] for the map by folding it: it is already uniform and unpredictable.
+#[derive(Clone, Copy, Default)]
+struct Fold(u64);
+
+impl Hasher for Fold {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; any other input is still hashed, slowly.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // Truncation is the point: the low half of the fold.
+        #[allow(clippy::cast_possible_truncation)]
+        let folded = (n ^ (n >> 64)) as u64;
+        self.0 = folded;
+    }
+}
+
+type Slots = HashMap<Digest, Slot, BuildHasherDefault<Fold>>;
 
 struct Failure {
     count: u64,
@@ -197,7 +267,8 @@ fn truncate(error: &str) -> &str {
 
 /// An [`IdempotencyStore`] in this process's memory: for tests and single-process workers.
 ///
-/// It holds at most [`capacity`](Self::with_capacity) keys (default 50,000, roughly 8 MB):
+/// It holds at most [`capacity`](Self::with_capacity) keys (default 50,000, about 2 MB: each
+/// key is kept as a 128-bit keyed digest, not as text):
 /// expired entries go first, then the oldest "processed" markers, so under sustained load the
 /// window in which duplicates are recognised is the last `capacity` events rather than the
 /// processed TTL. Use the Redis store when several processes share work or the window matters.
@@ -205,9 +276,12 @@ fn truncate(error: &str) -> &str {
 /// Failure counters are bounded the same way: expired ones are swept as the map grows, and at
 /// `capacity` the ones closest to expiry go first. Each keeps at most 1 KiB of error text.
 pub struct MemoryStore {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
     failures: Mutex<Failures>,
     capacity: usize,
+    digests: Digests,
+    /// The zero of [`Slot::until`].
+    epoch: Instant,
 }
 
 impl Default for MemoryStore {
@@ -237,13 +311,20 @@ impl MemoryStore {
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(16);
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             failures: Mutex::new(Failures {
                 entries: HashMap::new(),
                 sweep_at: MIN_SWEEP.min(capacity),
             }),
             capacity,
+            digests: Digests::new(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Now, in nanoseconds since the epoch.
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 
     /// Keys currently held (locks and processed markers, expired ones not yet swept included).
@@ -268,19 +349,15 @@ impl MemoryStore {
 
     /// Makes room: drops expired entries, then the oldest tenth of the processed markers.
     /// Runs once per `capacity / 10` inserts at most, so it costs O(1) per insert amortised.
-    fn evict(slots: &mut HashMap<String, Slot>, now: Instant, capacity: usize) {
-        slots.retain(|_, s| match s {
-            Slot::Processing { until, .. } | Slot::Processed { until } => *until > now,
-        });
+    fn evict(slots: &mut Slots, now: u64, capacity: usize) {
+        slots.retain(|_, s| s.until > now);
         if slots.len() < capacity {
             return;
         }
-        let mut processed: Vec<Instant> = slots
+        let mut processed: Vec<u64> = slots
             .values()
-            .filter_map(|s| match s {
-                Slot::Processed { until } => Some(*until),
-                Slot::Processing { .. } => None,
-            })
+            .filter(|s| s.is_processed())
+            .map(|s| s.until)
             .collect();
         let n = (capacity / 10).max(1).min(processed.len());
         if n == 0 {
@@ -289,39 +366,43 @@ impl MemoryStore {
         let (_, cutoff, _) = processed.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         let mut left = n;
-        slots.retain(|_, s| match s {
-            Slot::Processed { until } if *until <= cutoff && left > 0 => {
-                left -= 1;
-                false
-            }
-            _ => true,
+        slots.retain(|_, s| {
+            let drop = s.is_processed() && s.until <= cutoff && left > 0;
+            left -= usize::from(drop);
+            !drop
         });
     }
+}
+
+/// `d` in whole nanoseconds, saturating (at 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
-        let now = Instant::now();
+        let digest = self.digests.key(key);
+        let token = FencingToken::random();
+        let owner = self.digests.owner(&token);
+        let now = self.now();
         let mut slots = lock(&self.slots);
-        match slots.get(key) {
-            Some(Slot::Processed { until }) if *until > now => return Ok(Claim::Completed),
-            Some(Slot::Processing { until, .. }) if *until > now => {
+        match slots.get(&digest) {
+            Some(s) if s.until > now && s.is_processed() => return Ok(Claim::Completed),
+            Some(s) if s.until > now => {
                 return Ok(Claim::InProgress {
-                    retry_after: Some(*until - now),
+                    retry_after: Some(Duration::from_nanos(s.until - now)),
                 });
             }
-            _ => {}
+            None if slots.len() >= self.capacity => Self::evict(&mut slots, now, self.capacity),
+            // Expired (replaced below), or room to spare.
+            Some(_) | None => {}
         }
-        if slots.len() >= self.capacity && !slots.contains_key(key) {
-            Self::evict(&mut slots, now, self.capacity);
-        }
-        let token = FencingToken::random();
         slots.insert(
-            key.to_owned(),
-            Slot::Processing {
-                token: token.clone(),
-                until: now + lock_ttl,
+            digest,
+            Slot {
+                until: now.saturating_add(nanos(lock_ttl)),
+                owner,
             },
         );
         Ok(Claim::Acquired(token))
@@ -333,10 +414,11 @@ impl IdempotencyStore for MemoryStore {
         token: &FencingToken,
         lock_ttl: Duration,
     ) -> Result<(), StoreError> {
-        let now = Instant::now();
-        match lock(&self.slots).get_mut(key) {
-            Some(Slot::Processing { token: t, until }) if t == token && *until > now => {
-                *until = now + lock_ttl;
+        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
+        let now = self.now();
+        match lock(&self.slots).get_mut(&digest) {
+            Some(s) if s.owner == owner && s.until > now => {
+                s.until = now.saturating_add(nanos(lock_ttl));
                 Ok(())
             }
             _ => Err(StoreError::Fenced),
@@ -349,18 +431,13 @@ impl IdempotencyStore for MemoryStore {
         token: &FencingToken,
         processed_ttl: Duration,
     ) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let mut slots = lock(&self.slots);
-        match slots.get_mut(key) {
-            Some(slot @ Slot::Processing { .. }) => {
-                let Slot::Processing { token: t, until } = &*slot else {
-                    return Err(StoreError::Fenced);
-                };
-                if t != token || *until <= now {
-                    return Err(StoreError::Fenced);
-                }
-                *slot = Slot::Processed {
-                    until: now + processed_ttl,
+        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
+        let now = self.now();
+        match lock(&self.slots).get_mut(&digest) {
+            Some(s) if s.owner == owner && s.until > now => {
+                *s = Slot {
+                    until: now.saturating_add(nanos(processed_ttl)),
+                    owner: Slot::PROCESSED,
                 };
                 Ok(())
             }
@@ -369,11 +446,12 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
+        let now = self.now();
         let mut slots = lock(&self.slots);
-        match slots.get(key) {
-            Some(Slot::Processing { token: t, until }) if t == token && *until > now => {
-                slots.remove(key);
+        match slots.get(&digest) {
+            Some(s) if s.owner == owner && s.until > now => {
+                slots.remove(&digest);
                 Ok(())
             }
             _ => Err(StoreError::Fenced),
@@ -499,6 +577,25 @@ mod tests {
             store.complete(&key, &t, DONE).await.unwrap();
         }
         store.complete("held", &held, DONE).await.unwrap();
+    }
+
+    #[test]
+    fn an_entry_takes_32_bytes() {
+        // What the capacity's "about 2 MB" is made of (plus the map's control bytes and slack).
+        assert_eq!(std::mem::size_of::<(Digest, Slot)>(), 32);
+    }
+
+    #[tokio::test]
+    async fn keys_are_told_apart_by_their_digests() {
+        let store = MemoryStore::new();
+        let keys = ["a", "a\0", "b", "github:sha256:00", "github:sha256:01", ""];
+        for key in keys {
+            assert!(matches!(
+                store.claim(key, LOCK).await.unwrap(),
+                Claim::Acquired(_)
+            ));
+        }
+        assert_eq!(store.len(), keys.len());
     }
 
     #[tokio::test(start_paused = true)]

@@ -153,7 +153,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use ipnet::IpNet;
-use metrics::SharedString;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -161,7 +160,7 @@ use tracing::Instrument as _;
 use self::body::ReadError;
 use self::budget::{Budget, Held};
 pub use self::layer::{IngestLayer, Ingested};
-use self::observe::{InFlight, ProviderLabels, Recorded};
+use self::observe::{InFlight, ProviderLabels, ProviderMetrics, Recorded};
 pub use self::observe::{SPAN, SPAN_TARGET};
 use self::rate::{KeyedLimit, ProviderKey};
 pub use self::receipt::Receipt;
@@ -719,9 +718,9 @@ impl IngestService {
     /// The [`PROVIDER`](crate::metric::PROVIDER) label of `provider` (see
     /// [`OTHER_PROVIDER`](crate::metric::OTHER_PROVIDER)): unconfigured names have labels of their
     /// own only while ingest takes any provider name, and never reserved ones.
-    fn label(&self, provider: Option<&str>) -> SharedString {
+    fn label(&self, provider: Option<&str>) -> Arc<ProviderMetrics> {
         let Some(provider) = provider else {
-            return observe::other();
+            return self.inner.labels.other();
         };
         let config = &self.inner.config;
         let open = config.providers.is_none()
@@ -760,13 +759,13 @@ impl IngestService {
                 tracing::Span::current().record("outcome", outcome);
                 self.inner
                     .recorded
-                    .answer(label, response.status(), outcome);
+                    .answer(&label, response.status(), outcome);
                 response
             }
             Err(refused) => {
                 self.inner
                     .recorded
-                    .refuse(Some(name.as_str()), label, refused, trace_id)
+                    .refuse(Some(name.as_str()), &label, refused, trace_id)
             }
         }
     }
@@ -917,7 +916,7 @@ impl IngestService {
         &self,
         req: Request<B>,
         provider: String,
-        label: &SharedString,
+        label: &ProviderMetrics,
         mut admission: Admission,
         started: Instant,
         trace: TraceContext,
@@ -930,7 +929,7 @@ impl IngestService {
         let config = &self.inner.config;
         let (parts, body) = req.into_parts();
         let body = self.read_body(body, &mut admission.body_bytes).await?;
-        self.inner.recorded.body_bytes(label, body.len());
+        Recorded::body_bytes(label, body.len());
 
         // Built in one go: `WebhookEvent::new` would generate (and `with_id` discard) a second
         // UUID, which costs a random-number syscall per request.
@@ -1046,9 +1045,12 @@ where
             Err(rejection) => {
                 let refused = rejection.into();
                 return ResponseFuture::ready(span.in_scope(|| {
-                    self.inner
-                        .recorded
-                        .refuse(None, observe::other(), refused, trace.trace_id())
+                    self.inner.recorded.refuse(
+                        None,
+                        &self.inner.labels.other(),
+                        refused,
+                        trace.trace_id(),
+                    )
                 }));
             }
         };
@@ -1059,7 +1061,7 @@ where
                 ResponseFuture::ready(span.in_scope(|| {
                     self.inner.recorded.refuse(
                         Some(&provider),
-                        label,
+                        &label,
                         rejection.into(),
                         trace.trace_id(),
                     )

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -58,13 +58,36 @@ pub(super) fn record_trace(span: &tracing::Span, own: &TraceContext) {
     span.record("span_id", tracing::field::display(own.parent_id()));
 }
 
+/// A provider's [`metric::PROVIDER`] label and the handles of the metrics every request of
+/// that provider records, registered on first use (see [`Handles`]): one lookup per request
+/// finds them all.
+#[derive(Debug)]
+pub(super) struct ProviderMetrics {
+    label: SharedString,
+    /// [`metric::INGEST_REQUESTS_TOTAL`] with status `202`, code `accepted`.
+    accepted: OnceLock<Counter>,
+    /// [`metric::INGEST_BODY_BYTES`].
+    body_bytes: OnceLock<Histogram>,
+}
+
+impl ProviderMetrics {
+    fn new(label: SharedString) -> Arc<Self> {
+        Arc::new(Self {
+            label,
+            accepted: OnceLock::new(),
+            body_bytes: OnceLock::new(),
+        })
+    }
+}
+
 /// Provider label values, so that clients cannot mint series: configured providers by name,
 /// and without an allowlist the first [`metric::MAX_PROVIDER_LABELS`] other names; everyone
-/// else is [`metric::OTHER_PROVIDER`]. Labels are cached, so a known provider costs a lookup in
-/// a snapshot of the map (no lock) and a reference count, no allocation.
+/// else is [`metric::OTHER_PROVIDER`]. A known provider costs a lookup in a snapshot of the
+/// map (no lock) and a reference count, no allocation.
 #[derive(Debug)]
 pub(super) struct ProviderLabels {
-    named: ArcSwap<HashMap<ProviderKey, SharedString>>,
+    named: ArcSwap<HashMap<Box<str>, Arc<ProviderMetrics>, foldhash::fast::RandomState>>,
+    other: Arc<ProviderMetrics>,
     /// Serialises inserts, and with them the count of unconfigured names.
     insert: Mutex<()>,
     unconfigured: AtomicUsize,
@@ -73,7 +96,8 @@ pub(super) struct ProviderLabels {
 impl Default for ProviderLabels {
     fn default() -> Self {
         Self {
-            named: ArcSwap::from_pointee(HashMap::new()),
+            named: ArcSwap::from_pointee(HashMap::default()),
+            other: ProviderMetrics::new(other()),
             insert: Mutex::new(()),
             unconfigured: AtomicUsize::new(0),
         }
@@ -81,45 +105,51 @@ impl Default for ProviderLabels {
 }
 
 impl ProviderLabels {
-    /// The label of `provider`; `configured` says whether it is allowlisted or has a verifier,
-    /// `open` whether unconfigured names may have labels of their own.
+    /// The label (and metrics) of `provider`; `configured` says whether it is allowlisted or
+    /// has a verifier, `open` whether unconfigured names may have labels of their own.
     pub(super) fn get(
         &self,
         provider: &str,
         configured: impl FnOnce() -> bool,
         open: bool,
-    ) -> SharedString {
-        let key = ProviderKey::new(provider);
-        if let Some(label) = self.named.load().get(&key) {
-            return label.clone();
+    ) -> Arc<ProviderMetrics> {
+        // Checked names are at most 64 bytes; anything longer is no provider's label.
+        let provider = provider.get(..ProviderKey::MAX).unwrap_or(provider);
+        if let Some(metrics) = self.named.load().get(provider) {
+            return Arc::clone(metrics);
         }
         let configured = configured();
         if !configured
             && (!open || self.unconfigured.load(Ordering::Relaxed) >= metric::MAX_PROVIDER_LABELS)
         {
-            return other();
+            return self.other();
         }
         let _insert = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
         let named = self.named.load_full();
-        if let Some(label) = named.get(&key) {
-            return label.clone();
+        if let Some(metrics) = named.get(provider) {
+            return Arc::clone(metrics);
         }
         if !configured {
             // Counted under the insert lock: the cap holds however many requests race here.
             if self.unconfigured.load(Ordering::Relaxed) >= metric::MAX_PROVIDER_LABELS {
-                return other();
+                return self.other();
             }
             self.unconfigured.fetch_add(1, Ordering::Relaxed);
         }
-        let label = SharedString::from(Arc::<str>::from(key.as_str()));
+        let metrics = ProviderMetrics::new(SharedString::from(Arc::<str>::from(provider)));
         let mut next = HashMap::clone(&named);
-        next.insert(key, label.clone());
+        next.insert(provider.into(), Arc::clone(&metrics));
         self.named.store(Arc::new(next));
-        label
+        metrics
+    }
+
+    /// The metrics of requests without a provider of their own ([`metric::OTHER_PROVIDER`]).
+    pub(super) fn other(&self) -> Arc<ProviderMetrics> {
+        Arc::clone(&self.other)
     }
 }
 
-pub(super) fn other() -> SharedString {
+fn other() -> SharedString {
     SharedString::const_str(metric::OTHER_PROVIDER)
 }
 
@@ -154,54 +184,72 @@ pub(super) fn publish_outcome(result: &Result<impl Sized, PublishError>) -> &'st
     }
 }
 
-/// The handles of the per-request ingest metrics (see [`Handles`]).
+/// The handles of the per-request ingest metrics (see [`Handles`]); those of a provider's
+/// accepted requests are in its [`ProviderMetrics`].
 #[derive(Debug, Default)]
 pub(super) struct Recorded {
     answers: Handles<(SharedString, &'static str, &'static str), Counter>,
-    receipts: Handles<&'static str, Counter>,
+    accepted_receipts: OnceLock<Counter>,
+    rejected_receipts: OnceLock<Counter>,
     rejected: Handles<(SharedString, &'static str), Counter>,
-    body_bytes: Handles<SharedString, Histogram>,
     publish: Handles<(&'static str, &'static str), Histogram>,
-    in_flight: Handles<(), Gauge>,
+    in_flight: OnceLock<Gauge>,
 }
+
+/// The answer counter of an accepted request.
+const ACCEPTED: (StatusCode, &str) = (StatusCode::ACCEPTED, "accepted");
 
 impl Recorded {
     /// Counts one answer in [`metric::INGEST_REQUESTS_TOTAL`] and
     /// [`metric::INGEST_RECEIPTS_TOTAL`].
-    pub(super) fn answer(&self, provider: SharedString, status: StatusCode, code: &'static str) {
-        let receipt = if status.is_success() {
-            "accepted"
-        } else {
-            "rejected"
+    pub(super) fn answer(
+        &self,
+        provider: &ProviderMetrics,
+        status: StatusCode,
+        code: &'static str,
+    ) {
+        let register = |(p, s, c): &(SharedString, &'static str, &'static str)| {
+            metrics::counter!(
+                metric::INGEST_REQUESTS_TOTAL,
+                metric::PROVIDER => p.clone(),
+                metric::STATUS => *s,
+                metric::CODE => *c,
+            )
         };
-        self.answers.with(
-            &(provider, status_label(status), code),
-            |(p, s, c)| {
-                metrics::counter!(
-                    metric::INGEST_REQUESTS_TOTAL,
-                    metric::PROVIDER => p.clone(),
-                    metric::STATUS => *s,
-                    metric::CODE => *c,
-                )
-            },
-            |counter| counter.increment(1),
-        );
-        self.receipts.with(
-            &receipt,
-            |r| metrics::counter!(metric::INGEST_RECEIPTS_TOTAL, metric::STATUS => *r),
-            |counter| counter.increment(1),
-        );
+        if (status, code) == ACCEPTED {
+            provider
+                .accepted
+                .get_or_init(|| register(&(provider.label.clone(), "202", code)))
+                .increment(1);
+        } else {
+            self.answers.with(
+                &(provider.label.clone(), status_label(status), code),
+                register,
+                |counter| counter.increment(1),
+            );
+        }
+        let (receipts, receipt) = if status.is_success() {
+            (&self.accepted_receipts, "accepted")
+        } else {
+            (&self.rejected_receipts, "rejected")
+        };
+        receipts
+            .get_or_init(
+                || metrics::counter!(metric::INGEST_RECEIPTS_TOTAL, metric::STATUS => receipt),
+            )
+            .increment(1);
     }
 
     /// Records a body's size in [`metric::INGEST_BODY_BYTES`].
-    pub(super) fn body_bytes(&self, provider: &SharedString, bytes: usize) {
+    pub(super) fn body_bytes(provider: &ProviderMetrics, bytes: usize) {
         // Sizes up to a few MiB: f64 holds them exactly.
         #[allow(clippy::cast_precision_loss)]
-        self.body_bytes.with(
-            provider,
-            |p| metrics::histogram!(metric::INGEST_BODY_BYTES, metric::PROVIDER => p.clone()),
-            |histogram| histogram.record(bytes as f64),
-        );
+        provider
+            .body_bytes
+            .get_or_init(|| {
+                metrics::histogram!(metric::INGEST_BODY_BYTES, metric::PROVIDER => provider.label.clone())
+            })
+            .record(bytes as f64);
     }
 
     /// Records a publish's duration in [`metric::INGEST_PUBLISH_SECONDS`].
@@ -223,23 +271,25 @@ impl Recorded {
     pub(super) fn refuse(
         &self,
         provider: Option<&str>,
-        label: SharedString,
+        metrics: &ProviderMetrics,
         refused: Refused,
         trace_id: TraceId,
     ) -> Response<IngestBody> {
         let code = refused.rejection.code();
         tracing::Span::current().record("outcome", code);
         log_rejection(provider, &refused, trace_id);
-        self.rejected
-            .get(&(label.clone(), code), |(p, c)| {
+        self.rejected.with(
+            &(metrics.label.clone(), code),
+            |(p, c)| {
                 metrics::counter!(
                     metric::INGEST_REJECTED_TOTAL,
                     metric::PROVIDER => p.clone(),
                     metric::CODE => *c,
                 )
-            })
-            .increment(1);
-        self.answer(label, refused.rejection.status(), code);
+            },
+            |counter| counter.increment(1),
+        );
+        self.answer(metrics, refused.rejection.status(), code);
         refused.rejection.into_response()
     }
 }
@@ -294,7 +344,8 @@ impl InFlight {
     pub(super) fn new(held: Held, recorded: &Recorded) -> Self {
         let gauge = recorded
             .in_flight
-            .get(&(), |()| metrics::gauge!(metric::INGEST_REQUESTS_IN_FLIGHT));
+            .get_or_init(|| metrics::gauge!(metric::INGEST_REQUESTS_IN_FLIGHT))
+            .clone();
         gauge.increment(1.0);
         Self { gauge, _held: held }
     }
@@ -313,16 +364,19 @@ mod tests {
     #[test]
     fn labels_are_bounded() {
         let labels = ProviderLabels::default();
-        assert_eq!(labels.get("github", || true, false).as_ref(), "github");
-        assert_eq!(labels.get("random", || false, false).as_ref(), "other");
+        let label = |p: &str, configured: bool, open: bool| {
+            labels.get(p, || configured, open).label.to_string()
+        };
+        assert_eq!(label("github", true, false), "github");
+        assert_eq!(label("random", false, false), "other");
         for i in 0..1000 {
-            let _ = labels.get(&format!("p{i}"), || false, true);
+            let _ = label(&format!("p{i}"), false, true);
         }
-        assert_eq!(labels.get("p0", || false, true).as_ref(), "p0");
-        assert_eq!(labels.get("p99", || false, true).as_ref(), "p99");
-        assert_eq!(labels.get("p100", || false, true).as_ref(), "other");
+        assert_eq!(label("p0", false, true), "p0");
+        assert_eq!(label("p99", false, true), "p99");
+        assert_eq!(label("p100", false, true), "other");
         // Configured names are never crowded out.
-        assert_eq!(labels.get("stripe", || true, true).as_ref(), "stripe");
+        assert_eq!(label("stripe", true, true), "stripe");
         assert_eq!(labels.named.load().len(), 2 + metric::MAX_PROVIDER_LABELS);
     }
 

@@ -104,7 +104,7 @@ pub(super) struct ProviderKey {
 }
 
 impl ProviderKey {
-    const MAX: usize = 64;
+    pub(super) const MAX: usize = 64;
 
     /// `name` must be a checked provider name; longer input is cut to 64 bytes.
     pub(super) fn new(name: &str) -> Self {
