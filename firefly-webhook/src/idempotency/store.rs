@@ -383,8 +383,6 @@ fn nanos(d: Duration) -> u64 {
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
         let digest = self.digests.key(key);
-        let token = FencingToken::random();
-        let owner = self.digests.owner(&token);
         let now = self.now();
         let mut slots = lock(&self.slots);
         match slots.get(&digest) {
@@ -398,6 +396,9 @@ impl IdempotencyStore for MemoryStore {
             // Expired (replaced below), or room to spare.
             Some(_) | None => {}
         }
+        // Only once the claim is known to succeed: a duplicate costs no token.
+        let token = FencingToken::random();
+        let owner = self.digests.owner(&token);
         slots.insert(
             digest,
             Slot {

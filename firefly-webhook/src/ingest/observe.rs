@@ -97,7 +97,7 @@ impl Default for ProviderLabels {
     fn default() -> Self {
         Self {
             named: ArcSwap::from_pointee(HashMap::default()),
-            other: ProviderMetrics::new(other()),
+            other: ProviderMetrics::new(SharedString::const_str(metric::OTHER_PROVIDER)),
             insert: Mutex::new(()),
             unconfigured: AtomicUsize::new(0),
         }
@@ -147,10 +147,6 @@ impl ProviderLabels {
     pub(super) fn other(&self) -> Arc<ProviderMetrics> {
         Arc::clone(&self.other)
     }
-}
-
-fn other() -> SharedString {
-    SharedString::const_str(metric::OTHER_PROVIDER)
 }
 
 /// The [`metric::STATUS`] label of an ingest answer.
