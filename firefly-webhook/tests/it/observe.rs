@@ -359,6 +359,46 @@ impl Captured {
     }
 }
 
+/// The binary's global subscriber: it records nothing, but tells tracing to ask the current
+/// subscriber about every callsite each time (`Interest::sometimes`).
+///
+/// tracing caches whether a callsite is enabled, over the subscribers alive when the callsite
+/// is first hit. A test on another thread that hits a callsite (the ingest span, say) while a
+/// capture below installs its scoped subscriber could leave it cached as disabled, and the
+/// capture would miss its lines. With this global subscriber no callsite is ever cached as
+/// disabled, so each capture's own filter decides.
+fn ask_every_time() {
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Metadata, span};
+
+    struct AskEveryTime;
+    impl tracing::Subscriber for AskEveryTime {
+        fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+            Interest::sometimes()
+        }
+        fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+            Some(tracing::level_filters::LevelFilter::TRACE)
+        }
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            false
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // Nothing else in this binary installs a global subscriber.
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(AskEveryTime);
+    });
+}
+
 /// Runs `f` with text logs at `level` captured.
 fn logged<F: std::future::Future<Output = ()>>(level: &str, f: impl FnOnce() -> F) -> Vec<String> {
     let captured = Captured::default();
@@ -372,6 +412,7 @@ fn logged<F: std::future::Future<Output = ()>>(level: &str, f: impl FnOnce() -> 
         .enable_all()
         .build()
         .unwrap();
+    ask_every_time();
     tracing::subscriber::with_default(subscriber, || rt.block_on(f()));
     captured.lines()
 }
