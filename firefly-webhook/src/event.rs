@@ -230,17 +230,16 @@ impl WebhookEvent {
         let buffer = buffer.freeze();
         self.body = buffer.slice(..self.body.len());
         let mut at = self.body.len();
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
+        // Each value is replaced where it is: the map (names, order, hash table) stays.
+        for value in self.headers.values_mut() {
             let copy = buffer.slice(at..at + value.len());
             at += value.len();
             // A value that was valid stays valid when copied; this only re-checks it.
             if let Ok(mut copy) = http::HeaderValue::from_maybe_shared(copy) {
                 copy.set_sensitive(value.is_sensitive());
-                headers.append(name.clone(), copy);
+                *value = copy;
             }
         }
-        self.headers = headers;
     }
 
     /// The first value of header `name` as text, if present and visible ASCII.

@@ -348,12 +348,13 @@ impl AsRef<WebhookEvent> for Job {
 pub struct Context {
     /// 1 on the first attempt.
     pub attempt: u32,
-    /// The destination the event was consumed from.
-    pub destination: String,
+    /// The destination the event was consumed from (shared with the delivery: cloning a
+    /// context copies no text).
+    pub destination: Arc<str>,
     /// Where the delivery sits in its transport.
     pub position: Position,
-    /// The idempotency key of the event.
-    pub idempotency_key: String,
+    /// The idempotency key of the event (shared, like the destination).
+    pub idempotency_key: Arc<str>,
     /// When the gateway received the event.
     pub received_at: OffsetDateTime,
     /// The token of the idempotency lock held for this attempt, set by the
@@ -370,9 +371,9 @@ pub struct Context {
 impl Context {
     /// A context for a first attempt (useful in tests of processors).
     pub fn new(
-        destination: impl Into<String>,
+        destination: impl Into<Arc<str>>,
         position: Position,
-        idempotency_key: impl Into<String>,
+        idempotency_key: impl Into<Arc<str>>,
         received_at: OffsetDateTime,
     ) -> Self {
         Self {

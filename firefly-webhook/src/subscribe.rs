@@ -86,7 +86,15 @@ pub trait Acker: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Position {
     transport: &'static str,
-    value: Arc<dyn PositionValue>,
+    value: Value,
+}
+
+/// A position's value: a `u64` (a sequence number, a delivery tag) is kept inline, anything
+/// else behind an `Arc`, so that most deliveries cost no allocation for their position.
+#[derive(Clone)]
+enum Value {
+    Number(u64),
+    Other(Arc<dyn PositionValue>),
 }
 
 trait PositionValue: Any + fmt::Display + fmt::Debug + Send + Sync {}
@@ -99,10 +107,11 @@ impl Position {
     where
         T: fmt::Display + fmt::Debug + Send + Sync + 'static,
     {
-        Self {
-            transport,
-            value: Arc::new(value),
-        }
+        let value = match (&value as &dyn Any).downcast_ref::<u64>() {
+            Some(&number) => Value::Number(number),
+            None => Value::Other(Arc::new(value)),
+        };
+        Self { transport, value }
     }
 
     /// The transport's short name.
@@ -112,8 +121,29 @@ impl Position {
 
     /// The transport's value, if it is a `T`.
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        let value: &dyn Any = &*self.value;
+        let value: &dyn Any = match &self.value {
+            Value::Number(number) => number,
+            Value::Other(value) => &**value,
+        };
         value.downcast_ref()
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(number) => fmt::Display::fmt(number, f),
+            Self::Other(value) => fmt::Display::fmt(value, f),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(number) => fmt::Debug::fmt(number, f),
+            Self::Other(value) => fmt::Debug::fmt(value, f),
+        }
     }
 }
 
@@ -136,8 +166,9 @@ impl fmt::Debug for Position {
 pub struct Delivery {
     /// The webhook.
     pub event: WebhookEvent,
-    /// Where it was published.
-    pub destination: String,
+    /// Where it was published. Shared: the worker hands it on to every attempt's
+    /// [`Context`](crate::process::Context) without copying it.
+    pub destination: Arc<str>,
     /// 1 on first delivery; higher when the transport redelivers after `retry`.
     pub attempt: u32,
     /// Where it sits in the transport.
@@ -149,7 +180,7 @@ impl Delivery {
     /// A delivery settled through `acker`.
     pub fn new(
         event: WebhookEvent,
-        destination: impl Into<String>,
+        destination: impl Into<Arc<str>>,
         attempt: u32,
         position: Position,
         acker: impl Acker,
@@ -202,7 +233,7 @@ impl Delivery {
 /// What the worker keeps of a delivery besides the event and its acker.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliveryMeta {
-    pub(crate) destination: String,
+    pub(crate) destination: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) position: Position,
 }
@@ -231,4 +262,34 @@ pub enum SubscribeError {
     /// Settling (ack, retry, dead-letter) failed; the message will be redelivered.
     #[error("could not settle the delivery")]
     Settle(#[source] BoxError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_hold_numbers_inline_and_anything_else_shared() {
+        let number = Position::new("memory", 7_u64);
+        assert_eq!(number.downcast_ref::<u64>(), Some(&7));
+        assert_eq!(number.downcast_ref::<u32>(), None);
+        assert!(matches!(number.value, Value::Number(7)));
+        assert_eq!(
+            format!("{number} {number:?}"),
+            "memory:7 Position(\"memory\", 7)"
+        );
+
+        let text = Position::new("kafka", String::from("orders/3@42"));
+        assert!(matches!(text.value, Value::Other(_)));
+        assert_eq!(
+            text.downcast_ref::<String>().map(String::as_str),
+            Some("orders/3@42")
+        );
+        assert_eq!(text.downcast_ref::<u64>(), None);
+        let copy = text.clone();
+        assert_eq!(
+            format!("{copy} {copy:?}"),
+            "kafka:orders/3@42 Position(\"kafka\", \"orders/3@42\")"
+        );
+    }
 }

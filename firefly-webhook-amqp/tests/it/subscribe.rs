@@ -47,7 +47,7 @@ async fn subscriber_decodes_what_the_publisher_sent() {
         assert_eq!(delivery.position.transport(), "amqp");
         let tag = delivery.position.downcast_ref::<AmqpTag>().unwrap();
         assert!(!tag.redelivered, "{tag}");
-        let expected = if delivery.destination == "a" {
+        let expected = if &*delivery.destination == "a" {
             &ea
         } else {
             &eb
@@ -60,7 +60,7 @@ async fn subscriber_decodes_what_the_publisher_sent() {
         assert_eq!(got.query, expected.query);
         assert_eq!(got.source_ip, expected.source_ip);
         assert_eq!(got.correlation_id, expected.correlation_id);
-        seen.push(delivery.destination.clone());
+        seen.push(delivery.destination.to_string());
         delivery.ack().await.unwrap();
     }
     seen.sort();
@@ -164,7 +164,7 @@ async fn always_failing_messages_reach_the_dead_letter_queue_with_metadata() {
                 FailureCategory::Processing,
                 delivery.attempt,
                 "http_500",
-                delivery.destination.clone(),
+                &*delivery.destination,
             );
             delivery.dead_letter(&failure).await.unwrap();
             break;

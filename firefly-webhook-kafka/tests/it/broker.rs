@@ -33,7 +33,7 @@ where
     .await
     .expect("no delivery in time");
     assert_eq!(delivery.event.id, sent.id);
-    assert_eq!(delivery.destination, topic);
+    assert_eq!(&*delivery.destination, topic);
     assert_eq!(delivery.position.transport(), broker.name());
     delivery.ack().await.unwrap();
 }

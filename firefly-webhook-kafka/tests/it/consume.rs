@@ -446,7 +446,7 @@ async fn prefixed_subscription_reads_every_provider_topic() {
         .unwrap();
     let mut seen = vec![next(&mut sub).await, next(&mut sub).await];
     seen.sort_by(|a, b| a.destination.cmp(&b.destination));
-    assert_eq!(seen[0].destination, format!("{prefix}github"));
+    assert_eq!(&*seen[0].destination, format!("{prefix}github"));
     assert_eq!(seen[0].event.id, gh.id);
     assert_eq!(seen[1].event.id, st.id);
 
@@ -455,7 +455,7 @@ async fn prefixed_subscription_reads_every_provider_topic() {
         FailureCategory::Processing,
         1,
         "x",
-        &seen[1].destination,
+        &*seen[1].destination,
     );
     let stripe = seen.pop().unwrap();
     stripe.dead_letter(&failure).await.unwrap();

@@ -209,7 +209,8 @@ where
         let store = Arc::clone(&self.store);
         let config = self.config;
         Box::pin(async move {
-            let key = job.ctx.idempotency_key.clone();
+            let key = Arc::clone(&job.ctx.idempotency_key);
+            let key = &*key;
             // Before the claim is sent: the lock cannot expire earlier than this plus its TTL.
             let claimed_at = Instant::now();
             let token = match store.claim(&key, config.lock_ttl).await {

@@ -45,7 +45,7 @@
 //! assert!(broker.bytes() > 0);
 //!
 //! let delivery = subscriber.next().await.unwrap().unwrap();
-//! assert_eq!(delivery.destination, "github");
+//! assert_eq!(&*delivery.destination, "github");
 //! delivery.ack().await.unwrap();
 //! assert_eq!(broker.bytes(), 0);
 //! # }
@@ -194,7 +194,12 @@ impl MemoryBroker {
     {
         Ok(MemorySubscriber {
             shared: Arc::clone(&self.shared),
-            destinations: Some(destinations.into_iter().map(Into::into).collect()),
+            destinations: Some(
+                destinations
+                    .into_iter()
+                    .map(|name| Arc::from(name.into()))
+                    .collect(),
+            ),
             cursor: Cursor::Index(0),
         })
     }
@@ -325,7 +330,7 @@ impl Publisher for MemoryPublisher {
 /// Receives from a [`MemoryBroker`].
 pub struct MemorySubscriber {
     shared: Arc<Shared>,
-    destinations: Option<Vec<String>>,
+    destinations: Option<Vec<Arc<str>>>,
     cursor: Cursor,
 }
 
@@ -359,7 +364,7 @@ impl Subscriber for MemorySubscriber {
                 let acker = MemoryAcker {
                     shared: Arc::clone(&shared),
                     held: Mutex::new(Some(Held {
-                        destination: destination.clone(),
+                        destination: Arc::clone(&destination),
                         bytes: entry.bytes,
                     })),
                 };
@@ -387,7 +392,7 @@ impl Subscriber for MemorySubscriber {
 
 /// What an unsettled delivery holds of the broker.
 struct Held {
-    destination: String,
+    destination: Arc<str>,
     /// The event's footprint, still counted.
     bytes: usize,
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -53,7 +54,7 @@ pub(super) struct Entry {
 }
 
 struct Dead {
-    destination: String,
+    destination: Arc<str>,
     event: WebhookEvent,
     record: DeadLetter,
     /// The event's footprint plus its record's.
@@ -76,10 +77,10 @@ pub(super) struct State {
     config: MemoryConfig,
     /// Per destination, in name order so that a subscriber of every destination can resume
     /// after the one it served last in `O(log n)`.
-    queues: BTreeMap<String, VecDeque<Entry>>,
+    queues: BTreeMap<Arc<str>, VecDeque<Entry>>,
     /// Retries waiting for their time, by (due, sequence): polled by the subscribers, so a
     /// retry costs no task or timer of its own.
-    delayed: BTreeMap<(Instant, u64), (String, Entry)>,
+    delayed: BTreeMap<(Instant, u64), (Arc<str>, Entry)>,
     /// The newest dead letters, oldest first.
     dead: VecDeque<Dead>,
     dead_bytes: usize,
@@ -163,7 +164,7 @@ impl State {
     fn enqueue(&mut self, destination: &str, entry: Entry, front: bool) {
         let queue = match self.queues.get_mut(destination) {
             Some(queue) => queue,
-            None => self.queues.entry(destination.to_owned()).or_default(),
+            None => self.queues.entry(Arc::from(destination)).or_default(),
         };
         if front {
             queue.push_front(entry);
@@ -192,9 +193,9 @@ impl State {
     /// `cursor`: one busy destination cannot starve the others.
     pub(super) fn pop(
         &mut self,
-        names: Option<&[String]>,
+        names: Option<&[Arc<str>]>,
         cursor: &mut Cursor,
-    ) -> Option<(String, Entry)> {
+    ) -> Option<(Arc<str>, Entry)> {
         let name = match (names, cursor) {
             (Some(names), Cursor::Index(next)) => {
                 let found = (0..names.len())
@@ -205,7 +206,7 @@ impl State {
             }
             (_, cursor) => {
                 let after = match cursor {
-                    Cursor::After(Some(last)) => Bound::Excluded(last.as_str()),
+                    Cursor::After(Some(last)) => Bound::Excluded(&**last),
                     _ => Bound::Unbounded,
                 };
                 let name = self
@@ -214,7 +215,7 @@ impl State {
                     .next()
                     .or_else(|| self.queues.iter().next())
                     .map(|(name, _)| name.clone())?;
-                *cursor = Cursor::After(Some(name.clone()));
+                *cursor = Cursor::After(Some(Arc::clone(&name)));
                 name
             }
         };
@@ -233,7 +234,7 @@ impl State {
     pub(super) fn finish(
         &mut self,
         bytes: usize,
-        dead: Option<(String, WebhookEvent, DeadLetter)>,
+        dead: Option<(Arc<str>, WebhookEvent, DeadLetter)>,
     ) {
         self.handed_out -= 1;
         self.events -= 1;
@@ -273,7 +274,7 @@ impl State {
     /// keeps its bytes either way, and needs no room: it has it.
     pub(super) fn redeliver(
         &mut self,
-        destination: String,
+        destination: Arc<str>,
         event: WebhookEvent,
         attempt: u32,
         bytes: usize,
@@ -351,7 +352,7 @@ impl State {
     pub(super) fn dead_letters(&self, destination: &str) -> Vec<(WebhookEvent, DeadLetter)> {
         self.dead
             .iter()
-            .filter(|dead| dead.destination == destination)
+            .filter(|dead| &*dead.destination == destination)
             .map(|dead| (dead.event.clone(), dead.record.clone()))
             .collect()
     }
@@ -369,7 +370,7 @@ impl State {
 #[derive(Debug)]
 pub(super) enum Cursor {
     /// Over all destinations: after this name.
-    After(Option<String>),
+    After(Option<Arc<str>>),
     /// Over a subscriber's own list: at this index.
     Index(usize),
 }
@@ -424,7 +425,7 @@ mod tests {
         }
         let mut cursor = Cursor::After(None);
         let order: Vec<String> = std::iter::from_fn(|| state.pop(None, &mut cursor))
-            .map(|(name, _)| name)
+            .map(|(name, _)| name.to_string())
             .collect();
         assert_eq!(order, ["a", "b", "c", "a", "c"]);
         assert!(state.is_empty());

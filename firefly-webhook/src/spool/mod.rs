@@ -87,7 +87,7 @@
 //!
 //! let mut subscriber = broker.subscriber(["github"])?;
 //! let delivery = subscriber.next().await.unwrap()?;
-//! assert_eq!(delivery.destination, "github");
+//! assert_eq!(&*delivery.destination, "github");
 //! delivery.ack().await?;
 //! # drop((subscriber, broker)); std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }

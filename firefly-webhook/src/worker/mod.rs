@@ -59,7 +59,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::util::BoxCloneService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service as _, ServiceBuilder, ServiceExt};
 
 use self::pause::{Advice, Gate, Pause, Probe, Verdict};
 pub use self::retry::RetryPolicy;
@@ -522,14 +522,15 @@ impl<Sub: Subscriber> Worker<Sub> {
             queues.insert(key.clone(), VecDeque::new());
         }
         let shared = Arc::clone(&self.shared);
-        let service = self.service.clone();
+        // One service for the task: its deliveries run one after another.
+        let mut service = self.service.clone();
         let mut cancel = cancel.clone();
         // Boxed: the task's future is large (the whole service call and settlement), and
         // spawning a boxed one moves a pointer instead of copying that state.
         tasks.start(Box::pin(async move {
             let mut current = Some(pending);
             while let Some((delivery, permit, probe)) = current.take() {
-                handle(&shared, service.clone(), delivery, probe, &mut cancel).await;
+                handle(&shared, &mut service, delivery, probe, &mut cancel).await;
                 drop(permit);
                 if let Some(key) = &order_key {
                     let mut queues = shared.queues();
@@ -596,7 +597,7 @@ impl Running {
 
 async fn handle(
     shared: &Shared,
-    service: JobService,
+    service: &mut JobService,
     delivery: Delivery,
     probe: Option<Probe>,
     cancel: &mut watch::Receiver<bool>,
@@ -618,7 +619,7 @@ fn span(shared: &Shared, event: &WebhookEvent, meta: &DeliveryMeta) -> tracing::
         SPAN,
         provider = event.provider.as_str(),
         event_id = %event.id,
-        destination = meta.destination.as_str(),
+        destination = &*meta.destination,
         attempt = meta.attempt,
         outcome = Empty,
         trace_id = Empty,
@@ -641,7 +642,7 @@ fn span(shared: &Shared, event: &WebhookEvent, meta: &DeliveryMeta) -> tracing::
 /// Runs the stack on one delivery and settles it, in the delivery's span.
 async fn settle(
     shared: &Shared,
-    service: JobService,
+    service: &mut JobService,
     event: WebhookEvent,
     meta: DeliveryMeta,
     acker: Box<dyn Acker>,
@@ -677,11 +678,12 @@ async fn settle(
     ctx.attempt = attempt;
     let destination = ctx.destination.clone();
     let started = Instant::now();
-    let run = AssertUnwindSafe(service.oneshot(Job {
+    let job = Job {
         event: Arc::clone(&event),
         ctx,
-    }))
-    .catch_unwind();
+    };
+    let run =
+        AssertUnwindSafe(async move { service.ready().await?.call(job).await }).catch_unwind();
 
     let result = tokio::select! {
         r = run => r,
@@ -756,7 +758,7 @@ async fn settle_failure(
     acker: &dyn Acker,
     event: &WebhookEvent,
     attempt: u32,
-    destination: String,
+    destination: Arc<str>,
     err: ProcessError,
     advice: Advice,
     provider: SharedString,
@@ -793,7 +795,7 @@ async fn settle_failure(
             err.category(),
             failed,
             err.error_type(),
-            destination,
+            &*destination,
         );
         acker.dead_letter(event, &record).await
     }

@@ -119,7 +119,7 @@ async fn process(events: Vec<WebhookEvent>) -> (Vec<String>, MemoryBroker) {
             .concurrency(1)
             .verifiers(verifiers())
             .build(processor_fn(move |_e, ctx| {
-                s.lock().unwrap().push(ctx.idempotency_key.clone());
+                s.lock().unwrap().push(ctx.idempotency_key.to_string());
                 async { Ok(Outcome::Processed) }
             }))
             .run(),
@@ -251,7 +251,7 @@ async fn an_idempotency_layer_with_its_own_key_rules_keeps_them() {
                 .keys(IdempotencyKeys::new().provider("acme", |_| Some("mine".into()))),
         )
         .build(processor_fn(move |_e, ctx| {
-            s.lock().unwrap().push(ctx.idempotency_key.clone());
+            s.lock().unwrap().push(ctx.idempotency_key.to_string());
             async { Ok(Outcome::Processed) }
         }))
         .run()

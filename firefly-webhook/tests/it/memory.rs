@@ -303,7 +303,7 @@ async fn a_flood_of_new_destinations_stays_within_the_budget() {
     let mut seen = HashMap::new();
     for _ in 0..accepted {
         let delivery = next(&mut subscriber).await;
-        *seen.entry(delivery.destination.clone()).or_insert(0) += 1;
+        *seen.entry(delivery.destination.to_string()).or_insert(0) += 1;
         delivery.ack().await.unwrap();
     }
     assert_eq!(seen.len(), 100);

@@ -535,10 +535,10 @@ pub(crate) fn read_back(
                     .rsplit_once('@')
                     .map_or(position.clone(), |(lane, _)| lane.to_owned())
             } else {
-                delivery.destination.clone()
+                delivery.destination.to_string()
             };
             read.push(Received {
-                destination: delivery.destination.clone(),
+                destination: delivery.destination.to_string(),
                 lane,
                 body: delivery.event.body.to_vec(),
             });
