@@ -8,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::BoxError;
 use crate::dead_letter::FailureCategory;
 use crate::event::WebhookEvent;
 use crate::subscribe::Position;
 use crate::verify::VerifyError;
+use crate::{BoxError, Forward};
 
 /// Your business logic: called once per webhook (idempotency and retries are handled around it).
 ///
@@ -55,23 +55,67 @@ pub trait WebhookProcessor: Send + Sync + 'static {
     async fn on_error(&self, _event: &WebhookEvent, _ctx: &Context, _error: &ProcessError) {}
 }
 
+// Each method hands on the inner processor's future, without boxing it once more.
 #[async_trait]
 impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
-    async fn process(&self, event: &WebhookEvent, ctx: &Context) -> Result<Outcome, ProcessError> {
-        (**self).process(event, ctx).await
+    fn process<'s, 'e, 'c, 'async_trait>(
+        &'s self,
+        event: &'e WebhookEvent,
+        ctx: &'c Context,
+    ) -> Forward<'async_trait, Result<Outcome, ProcessError>>
+    where
+        's: 'async_trait,
+        'e: 'async_trait,
+        'c: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).process(event, ctx)
     }
-    async fn before_process(
-        &self,
-        event: &WebhookEvent,
-        ctx: &Context,
-    ) -> Result<(), ProcessError> {
-        (**self).before_process(event, ctx).await
+
+    fn before_process<'s, 'e, 'c, 'async_trait>(
+        &'s self,
+        event: &'e WebhookEvent,
+        ctx: &'c Context,
+    ) -> Forward<'async_trait, Result<(), ProcessError>>
+    where
+        's: 'async_trait,
+        'e: 'async_trait,
+        'c: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).before_process(event, ctx)
     }
-    async fn after_process(&self, event: &WebhookEvent, ctx: &Context, outcome: &Outcome) {
-        (**self).after_process(event, ctx, outcome).await;
+
+    fn after_process<'s, 'e, 'c, 'o, 'async_trait>(
+        &'s self,
+        event: &'e WebhookEvent,
+        ctx: &'c Context,
+        outcome: &'o Outcome,
+    ) -> Forward<'async_trait, ()>
+    where
+        's: 'async_trait,
+        'e: 'async_trait,
+        'c: 'async_trait,
+        'o: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).after_process(event, ctx, outcome)
     }
-    async fn on_error(&self, event: &WebhookEvent, ctx: &Context, error: &ProcessError) {
-        (**self).on_error(event, ctx, error).await;
+
+    fn on_error<'s, 'e, 'c, 'r, 'async_trait>(
+        &'s self,
+        event: &'e WebhookEvent,
+        ctx: &'c Context,
+        error: &'r ProcessError,
+    ) -> Forward<'async_trait, ()>
+    where
+        's: 'async_trait,
+        'e: 'async_trait,
+        'c: 'async_trait,
+        'r: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).on_error(event, ctx, error)
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::BoxError;
 use crate::dead_letter::DeadLetter;
 use crate::event::WebhookEvent;
+use crate::{BoxError, Forward};
 
 /// A source of deliveries for a [`Worker`](crate::worker::Worker).
 ///
@@ -34,8 +34,15 @@ pub trait Subscriber: Send + 'static {
 
 #[async_trait]
 impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
-    async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>> {
-        (**self).next().await
+    // Hands on the inner subscriber's future, without boxing it once more.
+    fn next<'s, 'async_trait>(
+        &'s mut self,
+    ) -> Forward<'async_trait, Option<Result<Delivery, SubscribeError>>>
+    where
+        's: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).next()
     }
 
     fn stop(&mut self) {

@@ -201,14 +201,20 @@ impl Publisher for IngestPublisher {
         }
     }
 
-    async fn publish_with_storage(
-        &self,
-        destination: &str,
+    // Hands on the chosen publisher's future as it is: no box of its own per request.
+    fn publish_with_storage<'s, 'd, 'async_trait>(
+        &'s self,
+        destination: &'d str,
         event: WebhookEvent,
-    ) -> Result<Storage, PublishError> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Storage, PublishError>> + Send + 'async_trait>>
+    where
+        's: 'async_trait,
+        'd: 'async_trait,
+        Self: 'async_trait,
+    {
         match self {
-            Self::Direct(publisher) => publisher.publish_with_storage(destination, event).await,
-            Self::Spooled(spool) => spool.publish_with_storage(destination, event).await,
+            Self::Direct(publisher) => publisher.publish_with_storage(destination, event),
+            Self::Spooled(spool) => Box::pin(spool.publish_with_storage(destination, event)),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::BoxError;
 pub use crate::process::FencingToken;
+use crate::{BoxError, Forward};
 
 /// Remembers which events were processed, so each event's effect happens once.
 ///
@@ -66,40 +66,87 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     }
 }
 
+// Each method hands on the inner store's future, without boxing it once more.
 #[async_trait]
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
-    async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
-        (**self).claim(key, lock_ttl).await
-    }
-    async fn renew(
-        &self,
-        key: &str,
-        token: &FencingToken,
+    fn claim<'s, 'k, 'async_trait>(
+        &'s self,
+        key: &'k str,
         lock_ttl: Duration,
-    ) -> Result<(), StoreError> {
-        (**self).renew(key, token, lock_ttl).await
+    ) -> Forward<'async_trait, Result<Claim, StoreError>>
+    where
+        's: 'async_trait,
+        'k: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).claim(key, lock_ttl)
     }
-    async fn complete(
-        &self,
-        key: &str,
-        token: &FencingToken,
+
+    fn renew<'s, 'k, 't, 'async_trait>(
+        &'s self,
+        key: &'k str,
+        token: &'t FencingToken,
+        lock_ttl: Duration,
+    ) -> Forward<'async_trait, Result<(), StoreError>>
+    where
+        's: 'async_trait,
+        'k: 'async_trait,
+        't: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).renew(key, token, lock_ttl)
+    }
+
+    fn complete<'s, 'k, 't, 'async_trait>(
+        &'s self,
+        key: &'k str,
+        token: &'t FencingToken,
         processed_ttl: Duration,
-    ) -> Result<(), StoreError> {
-        (**self).complete(key, token, processed_ttl).await
+    ) -> Forward<'async_trait, Result<(), StoreError>>
+    where
+        's: 'async_trait,
+        'k: 'async_trait,
+        't: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).complete(key, token, processed_ttl)
     }
-    async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
-        (**self).release(key, token).await
+
+    fn release<'s, 'k, 't, 'async_trait>(
+        &'s self,
+        key: &'k str,
+        token: &'t FencingToken,
+    ) -> Forward<'async_trait, Result<(), StoreError>>
+    where
+        's: 'async_trait,
+        'k: 'async_trait,
+        't: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).release(key, token)
     }
-    async fn record_failure(
-        &self,
-        key: &str,
-        error: &str,
+
+    fn record_failure<'s, 'k, 'e, 'async_trait>(
+        &'s self,
+        key: &'k str,
+        error: &'e str,
         ttl: Duration,
-    ) -> Result<u64, StoreError> {
-        (**self).record_failure(key, error, ttl).await
+    ) -> Forward<'async_trait, Result<u64, StoreError>>
+    where
+        's: 'async_trait,
+        'k: 'async_trait,
+        'e: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).record_failure(key, error, ttl)
     }
-    async fn health(&self) -> Result<(), StoreError> {
-        (**self).health().await
+
+    fn health<'s, 'async_trait>(&'s self) -> Forward<'async_trait, Result<(), StoreError>>
+    where
+        's: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).health()
     }
 }
 

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 pub use self::breaker::{BreakerOpen, BreakerState, CircuitBreaker};
 pub use self::recent::RecentNames;
-use crate::BoxError;
 use crate::event::WebhookEvent;
+use crate::{BoxError, Forward};
 
 /// Hands accepted webhooks to a durable transport.
 ///
@@ -74,22 +74,42 @@ impl fmt::Display for Storage {
     }
 }
 
+// Each method hands on the inner publisher's future: no box and no move of the event per
+// layer of `Arc`.
 #[async_trait]
 impl<P: Publisher + ?Sized> Publisher for Arc<P> {
-    async fn publish(&self, destination: &str, event: WebhookEvent) -> Result<(), PublishError> {
-        (**self).publish(destination, event).await
-    }
-
-    async fn health(&self) -> Result<(), PublishError> {
-        (**self).health().await
-    }
-
-    async fn publish_with_storage(
-        &self,
-        destination: &str,
+    fn publish<'s, 'd, 'async_trait>(
+        &'s self,
+        destination: &'d str,
         event: WebhookEvent,
-    ) -> Result<Storage, PublishError> {
-        (**self).publish_with_storage(destination, event).await
+    ) -> Forward<'async_trait, Result<(), PublishError>>
+    where
+        's: 'async_trait,
+        'd: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).publish(destination, event)
+    }
+
+    fn health<'s, 'async_trait>(&'s self) -> Forward<'async_trait, Result<(), PublishError>>
+    where
+        's: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).health()
+    }
+
+    fn publish_with_storage<'s, 'd, 'async_trait>(
+        &'s self,
+        destination: &'d str,
+        event: WebhookEvent,
+    ) -> Forward<'async_trait, Result<Storage, PublishError>>
+    where
+        's: 'async_trait,
+        'd: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).publish_with_storage(destination, event)
     }
 }
 
