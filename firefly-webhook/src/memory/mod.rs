@@ -358,45 +358,73 @@ impl Subscriber for MemorySubscriber {
     async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>> {
         let shared = Arc::clone(&self.shared);
         loop {
-            let notified = shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (popped, promoted, due, idle) = {
-                let mut state = shared.lock();
-                let (promoted, due) = state.promote_due(Instant::now());
-                let popped = state.pop(self.destinations.as_deref(), &mut self.cursor);
-                (popped, promoted, due, state.in_flight() == 0)
-            };
-            if promoted {
-                // Some of them may be for other subscribers' destinations.
-                shared.notify.notify_waiters();
-            }
-            if let Some((destination, entry)) = popped {
-                let acker = MemoryAcker {
-                    shared: Arc::clone(&shared),
-                    held: Mutex::new(Some(Held {
-                        destination: Arc::clone(&destination),
-                        bytes: entry.bytes,
-                    })),
-                };
-                let position = Position::new(TRANSPORT, entry.sequence);
-                let delivery =
-                    Delivery::new(entry.event, destination, entry.attempt, position, acker);
-                return Some(Ok(delivery));
-            }
-            // A delivery still in flight may come back (retry, abandon): end only when none is.
-            if idle && shared.closed() {
-                return None;
-            }
-            match due {
-                Some(due) => {
-                    tokio::select! {
-                        () = notified => {}
-                        () = tokio::time::sleep_until(due) => {}
+            // First without asking to be woken: under load an event is waiting, and asking
+            // costs two locks of the notifier's waiter list.
+            let mut taken = self.take(&shared);
+            if taken.delivery.is_none() && !taken.ended {
+                // Then asking first and looking again, so that an event published in between
+                // is not missed.
+                let notified = shared.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                taken = self.take(&shared);
+                if taken.delivery.is_none() && !taken.ended {
+                    match taken.due {
+                        Some(due) => {
+                            tokio::select! {
+                                () = notified => {}
+                                () = tokio::time::sleep_until(due) => {}
+                            }
+                        }
+                        None => notified.await,
                     }
+                    continue;
                 }
-                None => notified.await,
             }
+            return taken.delivery.map(Ok);
+        }
+    }
+}
+
+/// What [`MemorySubscriber::take`] found.
+struct Taken {
+    delivery: Option<Delivery>,
+    /// The broker is closed and nothing can come any more.
+    ended: bool,
+    /// When the next delayed retry is due.
+    due: Option<Instant>,
+}
+
+impl MemorySubscriber {
+    /// The next event of this subscriber's destinations, if one is queued (moving the delayed
+    /// retries that are due into their queues first).
+    fn take(&mut self, shared: &Arc<Shared>) -> Taken {
+        let (popped, promoted, due, idle) = {
+            let mut state = shared.lock();
+            let (promoted, due) = state.promote_due(Instant::now);
+            let popped = state.pop(self.destinations.as_deref(), &mut self.cursor);
+            (popped, promoted, due, state.in_flight() == 0)
+        };
+        if promoted {
+            // Some of them may be for other subscribers' destinations.
+            shared.notify.notify_waiters();
+        }
+        let delivery = popped.map(|(destination, entry)| {
+            let acker = MemoryAcker {
+                shared: Arc::clone(shared),
+                held: Mutex::new(Some(Held {
+                    destination: Arc::clone(&destination),
+                    bytes: entry.bytes,
+                })),
+            };
+            let position = Position::new(TRANSPORT, entry.sequence);
+            Delivery::new(entry.event, destination, entry.attempt, position, acker)
+        });
+        Taken {
+            // A delivery still in flight may come back (retry, abandon): end only when none is.
+            ended: delivery.is_none() && idle && shared.closed(),
+            delivery,
+            due,
         }
     }
 }

@@ -175,7 +175,12 @@ impl State {
 
     /// Moves the delayed retries that are due into their queues; returns whether any moved
     /// and when the next one is due.
-    pub(super) fn promote_due(&mut self, now: Instant) -> (bool, Option<Instant>) {
+    /// (`now` is only read when retries are waiting.)
+    pub(super) fn promote_due(&mut self, now: impl FnOnce() -> Instant) -> (bool, Option<Instant>) {
+        if self.delayed.is_empty() {
+            return (false, None);
+        }
+        let now = now();
         let mut moved = false;
         while let Some(entry) = self.delayed.first_entry() {
             if entry.key().0 > now {
