@@ -213,7 +213,7 @@ where
             let key = &*key;
             // Before the claim is sent: the lock cannot expire earlier than this plus its TTL.
             let claimed_at = Instant::now();
-            let token = match store.claim(&key, config.lock_ttl).await {
+            let token = match store.claim(key, config.lock_ttl).await {
                 Ok(Claim::Acquired(token)) => token,
                 Ok(Claim::Completed) => {
                     metrics::counter!(metric::DUPLICATES_TOTAL, metric::PROVIDER => job.event.provider.clone())
@@ -239,7 +239,7 @@ where
             let result = tokio::select! {
                 biased;
                 result = inner.call(job) => result,
-                lost = hold(&*store, &key, &token, config.lock_ttl, claimed_at) => {
+                lost = hold(&*store, key, &token, config.lock_ttl, claimed_at) => {
                     // The processor was dropped with the other branch.
                     tracing::warn!(key, reason = lost, "idempotency lock lost; processing stopped");
                     return Err(ProcessError::deferred(LeaseLost, config.in_progress_retry));
@@ -247,7 +247,7 @@ where
             };
             match &result {
                 Ok(_) => {
-                    if let Err(err) = store.complete(&key, &token, config.processed_ttl).await {
+                    if let Err(err) = store.complete(key, &token, config.processed_ttl).await {
                         // The effect happened: ack anyway. A missing marker only widens the
                         // window in which a provider redelivery could run again.
                         tracing::error!(
@@ -260,8 +260,8 @@ where
                 Err(err) => {
                     let message = err.to_string();
                     let (released, counted) = tokio::join!(
-                        store.release(&key, &token),
-                        store.record_failure(&key, &message, config.failure_ttl)
+                        store.release(key, &token),
+                        store.record_failure(key, &message, config.failure_ttl)
                     );
                     if let Err(e) = released
                         && !matches!(e, StoreError::Fenced)
