@@ -209,8 +209,9 @@ where
         let store = Arc::clone(&self.store);
         let config = self.config;
         Box::pin(async move {
-            let key = Arc::clone(&job.ctx.idempotency_key);
-            let key = &*key;
+            // The job moves into the inner service; the key stays here, shared.
+            let shared_key = Arc::clone(&job.ctx.idempotency_key);
+            let key = &*shared_key;
             // Before the claim is sent: the lock cannot expire earlier than this plus its TTL.
             let claimed_at = Instant::now();
             let token = match store.claim(key, config.lock_ttl).await {

@@ -356,37 +356,41 @@ impl std::fmt::Debug for MemorySubscriber {
 #[async_trait]
 impl Subscriber for MemorySubscriber {
     async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>> {
-        let shared = Arc::clone(&self.shared);
+        let Self {
+            shared,
+            destinations,
+            cursor,
+        } = self;
+        let mut take = || take(shared, destinations.as_deref(), cursor);
         loop {
             // First without asking to be woken: under load an event is waiting, and asking
             // costs two locks of the notifier's waiter list.
-            let mut taken = self.take(&shared);
-            if taken.delivery.is_none() && !taken.ended {
-                // Then asking first and looking again, so that an event published in between
-                // is not missed.
-                let notified = shared.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                taken = self.take(&shared);
-                if taken.delivery.is_none() && !taken.ended {
-                    match taken.due {
-                        Some(due) => {
-                            tokio::select! {
-                                () = notified => {}
-                                () = tokio::time::sleep_until(due) => {}
-                            }
-                        }
-                        None => notified.await,
-                    }
-                    continue;
-                }
+            let taken = take();
+            if taken.is_final() {
+                return taken.delivery.map(Ok);
             }
-            return taken.delivery.map(Ok);
+            // Then asking, and looking again: an event published in between is not missed.
+            let notified = shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let taken = take();
+            if taken.is_final() {
+                return taken.delivery.map(Ok);
+            }
+            match taken.due {
+                Some(due) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 }
 
-/// What [`MemorySubscriber::take`] found.
+/// What [`take`] found.
 struct Taken {
     delivery: Option<Delivery>,
     /// The broker is closed and nothing can come any more.
@@ -395,37 +399,42 @@ struct Taken {
     due: Option<Instant>,
 }
 
-impl MemorySubscriber {
-    /// The next event of this subscriber's destinations, if one is queued (moving the delayed
-    /// retries that are due into their queues first).
-    fn take(&mut self, shared: &Arc<Shared>) -> Taken {
-        let (popped, promoted, due, idle) = {
-            let mut state = shared.lock();
-            let (promoted, due) = state.promote_due(Instant::now);
-            let popped = state.pop(self.destinations.as_deref(), &mut self.cursor);
-            (popped, promoted, due, state.in_flight() == 0)
+impl Taken {
+    /// A delivery, or the end of the subscription: nothing to wait for.
+    fn is_final(&self) -> bool {
+        self.delivery.is_some() || self.ended
+    }
+}
+
+/// The next event of `destinations` (all when `None`), if one is queued, moving the delayed
+/// retries that are due into their queues first.
+fn take(shared: &Arc<Shared>, destinations: Option<&[Arc<str>]>, cursor: &mut Cursor) -> Taken {
+    let (popped, promoted, due, idle) = {
+        let mut state = shared.lock();
+        let (promoted, due) = state.promote_due(Instant::now);
+        let popped = state.pop(destinations, cursor);
+        (popped, promoted, due, state.in_flight() == 0)
+    };
+    if promoted {
+        // Some of them may be for other subscribers' destinations.
+        shared.notify.notify_waiters();
+    }
+    let delivery = popped.map(|(destination, entry)| {
+        let acker = MemoryAcker {
+            shared: Arc::clone(shared),
+            held: Mutex::new(Some(Held {
+                destination: Arc::clone(&destination),
+                bytes: entry.bytes,
+            })),
         };
-        if promoted {
-            // Some of them may be for other subscribers' destinations.
-            shared.notify.notify_waiters();
-        }
-        let delivery = popped.map(|(destination, entry)| {
-            let acker = MemoryAcker {
-                shared: Arc::clone(shared),
-                held: Mutex::new(Some(Held {
-                    destination: Arc::clone(&destination),
-                    bytes: entry.bytes,
-                })),
-            };
-            let position = Position::new(TRANSPORT, entry.sequence);
-            Delivery::new(entry.event, destination, entry.attempt, position, acker)
-        });
-        Taken {
-            // A delivery still in flight may come back (retry, abandon): end only when none is.
-            ended: delivery.is_none() && idle && shared.closed(),
-            delivery,
-            due,
-        }
+        let position = Position::new(TRANSPORT, entry.sequence);
+        Delivery::new(entry.event, destination, entry.attempt, position, acker)
+    });
+    Taken {
+        // A delivery still in flight may come back (retry, abandon): end only when none is.
+        ended: delivery.is_none() && idle && shared.closed(),
+        delivery,
+        due,
     }
 }
 
