@@ -237,10 +237,17 @@ where
                 }
             };
             job.ctx.fencing_token = Some(token.clone());
+            // Renewal starts a third of the TTL in: until then only the timer is kept here,
+            // and the renewal loop (boxed) is built only for the processors that last that long.
+            let renewals = async {
+                let (first, _) = renewal_times(config.lock_ttl, claimed_at);
+                tokio::time::sleep_until(first).await;
+                Box::pin(hold(&*store, key, &token, config.lock_ttl, claimed_at)).await
+            };
             let result = tokio::select! {
                 biased;
                 result = inner.call(job) => result,
-                lost = hold(&*store, key, &token, config.lock_ttl, claimed_at) => {
+                lost = renewals => {
                     // The processor was dropped with the other branch.
                     tracing::warn!(key, reason = lost, "idempotency lock lost; processing stopped");
                     return Err(ProcessError::deferred(LeaseLost, config.in_progress_retry));
@@ -258,37 +265,55 @@ where
                         );
                     }
                 }
-                Err(err) => {
-                    let message = err.to_string();
-                    let (released, counted) = tokio::join!(
-                        store.release(key, &token),
-                        store.record_failure(key, &message, config.failure_ttl)
-                    );
-                    if let Err(e) = released
-                        && !matches!(e, StoreError::Fenced)
-                    {
-                        tracing::warn!(
-                            key,
-                            error = &e as &dyn std::error::Error,
-                            "could not release the idempotency lock"
-                        );
-                    }
-                    if let Err(e) = counted {
-                        tracing::debug!(
-                            key,
-                            error = &e as &dyn std::error::Error,
-                            "could not record the failure"
-                        );
-                    }
-                }
+                // Boxed: failures are the exception, and the future of every call would
+                // otherwise keep room for this branch's state.
+                Err(err) => Box::pin(fail(&*store, key, &token, err, config.failure_ttl)).await,
             }
             result
         })
     }
 }
 
-/// Renews the lock on `key` every third of `ttl` for as long as it is polled; returns (why)
-/// once the lock is lost: renewal was fenced, or no renewal succeeded before the lock ran out.
+/// After a failed attempt: releases the lock (so a retry can claim it) and counts the failure.
+async fn fail(
+    store: &dyn IdempotencyStore,
+    key: &str,
+    token: &FencingToken,
+    err: &ProcessError,
+    failure_ttl: Duration,
+) {
+    let message = err.to_string();
+    let (released, counted) = tokio::join!(
+        store.release(key, token),
+        store.record_failure(key, &message, failure_ttl)
+    );
+    if let Err(e) = released
+        && !matches!(e, StoreError::Fenced)
+    {
+        tracing::warn!(
+            key,
+            error = &e as &dyn std::error::Error,
+            "could not release the idempotency lock"
+        );
+    }
+    if let Err(e) = counted {
+        tracing::debug!(
+            key,
+            error = &e as &dyn std::error::Error,
+            "could not record the failure"
+        );
+    }
+}
+
+/// When the first renewal of a lock claimed at `claimed_at` is due, and the renewal period.
+fn renewal_times(ttl: Duration, claimed_at: Instant) -> (Instant, Duration) {
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    (claimed_at + every, every)
+}
+
+/// Renews the lock on `key` every third of `ttl` for as long as it is polled, from the
+/// first renewal on (the caller waits for that one: [`renewal_times`]); returns (why) once
+/// the lock is lost: renewal was fenced, or no renewal succeeded before the lock ran out.
 async fn hold(
     store: &dyn IdempotencyStore,
     key: &str,
@@ -296,13 +321,11 @@ async fn hold(
     ttl: Duration,
     claimed_at: Instant,
 ) -> &'static str {
-    let every = (ttl / 3).max(Duration::from_millis(1));
+    let (_, every) = renewal_times(ttl, claimed_at);
     // A lower bound of the lock's expiry in the store: each renewal counts from when it was
     // sent, not from when the store applied it.
     let mut valid_until = claimed_at + ttl;
-    let mut next = claimed_at + every;
     loop {
-        tokio::time::sleep_until(next).await;
         let sent = Instant::now();
         if sent >= valid_until {
             return "the lock expired before it could be renewed";
@@ -317,6 +340,6 @@ async fn hold(
             ),
             Err(_) => return "the lock expired before it could be renewed",
         }
-        next = (sent + every).min(valid_until);
+        tokio::time::sleep_until((sent + every).min(valid_until)).await;
     }
 }

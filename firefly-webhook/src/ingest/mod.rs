@@ -966,7 +966,9 @@ impl IngestService {
                 .handshake_of(&event.provider)
                 .filter(|h| h.is_handshake(&event))
             {
-                let response = self.handshake(verifiers, handshake, event).await?;
+                // Boxed: a rare path, which would otherwise make every request's future
+                // larger by its own state.
+                let response = Box::pin(self.handshake(verifiers, handshake, event)).await?;
                 return Ok((response, "handshake"));
             }
             if event.method != Method::POST {

@@ -362,22 +362,28 @@ impl Subscriber for MemorySubscriber {
             cursor,
         } = self;
         let mut take = || take(shared, destinations.as_deref(), cursor);
+        // Each `Taken` ends before the next await, so the future does not keep room for it.
         loop {
             // First without asking to be woken: under load an event is waiting, and asking
             // costs two locks of the notifier's waiter list.
-            let taken = take();
-            if taken.is_final() {
-                return taken.delivery.map(Ok);
+            {
+                let taken = take();
+                if taken.is_final() {
+                    return taken.delivery.map(Ok);
+                }
             }
             // Then asking, and looking again: an event published in between is not missed.
             let notified = shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let taken = take();
-            if taken.is_final() {
-                return taken.delivery.map(Ok);
-            }
-            match taken.due {
+            let due = {
+                let taken = take();
+                if taken.is_final() {
+                    return taken.delivery.map(Ok);
+                }
+                taken.due
+            };
+            match due {
                 Some(due) => {
                     tokio::select! {
                         () = notified => {}

@@ -864,3 +864,70 @@ async fn in_task_deliveries_run_concurrently() {
     stop(w).await;
     assert!(broker.is_empty());
 }
+
+/// A stack of one's own whose `call` panics for some events, and which is not ready at once
+/// for the others: its `poll_ready` answers `Pending` every other time.
+#[derive(Clone)]
+struct Moody {
+    polls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<firefly_webhook::process::Job> for Moody {
+    type Response = Outcome;
+    type Error = ProcessError;
+    type Future = std::future::Ready<Result<Outcome, ProcessError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ProcessError>> {
+        if self.polls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, job: firefly_webhook::process::Job) -> Self::Future {
+        // In `call` itself, before any future exists.
+        assert!(&job.event.body[..] != b"panics-in-call", "boom in call");
+        std::future::ready(Ok(Outcome::Processed))
+    }
+}
+
+#[tokio::test]
+async fn own_stacks_may_be_not_ready_at_once_or_panic_in_call() {
+    for inline in [false, true] {
+        let broker = MemoryBroker::new(10);
+        let p = broker.publisher();
+        p.publish("acme", WebhookEvent::new("acme", "panics-in-call"))
+            .await
+            .unwrap();
+        p.publish("acme", WebhookEvent::new("acme", "fine"))
+            .await
+            .unwrap();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let worker = Worker::builder(broker.subscriber_all())
+            .inline(inline)
+            .concurrency(1)
+            .retry(fast_retry())
+            .build_service(Moody {
+                polls: Arc::clone(&polls),
+            });
+        let w = spawn(worker);
+        until(|| {
+            broker.dead_letters("acme").len() == 1 && broker.is_empty() && broker.in_flight() == 0
+        })
+        .await;
+        stop(w).await;
+        let dead = broker.dead_letters("acme");
+        assert_eq!(dead.len(), 1, "inline: {inline}");
+        let (event, dl) = &dead[0];
+        assert_eq!(&event.body[..], b"panics-in-call");
+        assert_eq!(dl.attempts, 3);
+        assert!(dl.reason.contains("boom in call"), "{}", dl.reason);
+        // Every call waited for a `Pending` readiness first, and "fine" was processed (not
+        // dead-lettered, nothing left in flight).
+        assert!(polls.load(Ordering::SeqCst) >= 2 * 4, "inline: {inline}");
+    }
+}
