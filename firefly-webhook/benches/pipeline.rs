@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firefly_webhook::http::HeaderMap;
+use firefly_webhook::idempotency::{IdempotencyKeys, IdempotencyLayer, MemoryStore};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Outcome, processor_fn};
 use firefly_webhook::worker::Worker;
@@ -31,7 +32,19 @@ fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
         .collect()
 }
 
-async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool, inline: bool) -> Duration {
+/// How the worker keys the events.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// No idempotency layer (the key is still computed for the processor's context).
+    Off,
+    /// The built-in rule for GitHub without a verifier: the SHA-256 digest of the body.
+    BodyDigest,
+    /// The `X-GitHub-Delivery` header, as a verifier-backed rule would: no digest of the
+    /// body, what the pipeline costs besides it.
+    DeliveryId,
+}
+
+async fn run_once(batch: Vec<WebhookEvent>, keys: Keys, inline: bool) -> Duration {
     let broker = MemoryBroker::new(batch.len() + 1);
     let publisher = broker.publisher();
     for e in batch {
@@ -40,8 +53,15 @@ async fn run_once(batch: Vec<WebhookEvent>, idempotency: bool, inline: bool) -> 
     let mut builder = Worker::builder(broker.subscriber_all())
         .concurrency(64)
         .inline(inline);
-    if !idempotency {
-        builder = builder.without_idempotency();
+    match keys {
+        Keys::Off => builder = builder.without_idempotency(),
+        Keys::BodyDigest => {}
+        Keys::DeliveryId => {
+            let rule = IdempotencyKeys::new().provider("github", |e| {
+                e.header("x-github-delivery").map(str::to_owned)
+            });
+            builder = builder.idempotency(IdempotencyLayer::new(MemoryStore::new()).keys(rule));
+        }
     }
     let worker = builder.build(processor_fn(|_e, _ctx| async { Ok(Outcome::Processed) }));
     // A closed broker still hands out what it holds, then ends the subscription: the worker
@@ -63,17 +83,22 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory_pipeline");
     group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(10);
-    for (name, idempotency, inline) in [
-        ("idempotency+retry", true, false),
-        ("idempotency+retry, in task", true, true),
-        ("retry only", false, false),
+    for (name, keys, inline) in [
+        ("idempotency+retry", Keys::BodyDigest, false),
+        ("idempotency+retry, in task", Keys::BodyDigest, true),
+        ("retry only", Keys::Off, false),
+        (
+            "idempotency+retry, in task, keyed by delivery id",
+            Keys::DeliveryId,
+            true,
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let batch = events(EVENTS, body);
-                    total += rt.block_on(run_once(batch, idempotency, inline));
+                    total += rt.block_on(run_once(batch, keys, inline));
                 }
                 total
             });

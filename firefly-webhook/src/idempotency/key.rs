@@ -165,9 +165,30 @@ impl IdempotencyKeys {
 
     /// The key for `event`: `{provider}:` and at most [`MAX_ID_LEN`] more bytes.
     pub fn key(&self, event: &WebhookEvent) -> String {
+        let mut key = String::new();
+        write_key(event, self.id(event), &mut key);
+        key
+    }
+
+    /// [`key`](Self::key) as shared text, built in a per-thread buffer: one allocation, the
+    /// `Arc`'s (the worker's, once per delivery).
+    pub(crate) fn shared_key(&self, event: &WebhookEvent) -> Arc<str> {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        // The rules (user code) run before the buffer is borrowed.
+        let id = self.id(event);
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            write_key(event, id, key);
+            Arc::from(key.as_str())
+        })
+    }
+
+    /// The event's id under the rules, if one applies (else the key is the body's digest).
+    fn id<'e>(&self, event: &'e WebhookEvent) -> Option<Cow<'e, str>> {
         let provider = event.provider.as_str();
-        let id = self
-            .custom
+        self.custom
             .get(provider)
             .and_then(|rule| rule(event))
             .map(Cow::<str>::Owned)
@@ -178,11 +199,15 @@ impl IdempotencyKeys {
                     .and_then(|v| v.delivery_id(event))
                     .filter(|id| !id.is_empty())
             })
-            .or_else(|| body_delivery_id(provider, &event.body));
-        match id {
-            Some(id) => prefixed(provider, &id),
-            None => body_digest(event),
-        }
+            .or_else(|| body_delivery_id(provider, &event.body))
+    }
+}
+
+/// Writes the key of `event`, whose id under the rules is `id`, into `key`.
+fn write_key(event: &WebhookEvent, id: Option<Cow<'_, str>>, key: &mut String) {
+    match id {
+        Some(id) => push_prefixed(key, &event.provider, &id),
+        None => push_body_digest(key, event),
     }
 }
 
@@ -191,33 +216,31 @@ pub fn idempotency_key(event: &WebhookEvent) -> String {
     IdempotencyKeys::default().key(event)
 }
 
-fn prefixed(provider: &str, id: &str) -> String {
-    let mut key = String::with_capacity(provider.len() + 1 + id.len().min(ID_DIGEST.len() + 64));
+fn push_prefixed(key: &mut String, provider: &str, id: &str) {
+    key.reserve(provider.len() + 1 + id.len().min(ID_DIGEST.len() + 64));
     key.push_str(provider);
     key.push(':');
     if id.len() > MAX_ID_LEN || id.starts_with(BODY_DIGEST) || id.starts_with(ID_DIGEST) {
         // A verbatim id never looks like a digest, so digests and ids cannot collide.
         key.push_str(ID_DIGEST);
-        push_hex(&mut key, &Sha256::digest(id.as_bytes()));
+        push_hex(key, &Sha256::digest(id.as_bytes()));
     } else {
         key.push_str(id);
     }
-    key
 }
 
 /// `{provider}:sha256:{hex}` over the provider name and the body. Not truncated: 64 digits
 /// stay well under [`MAX_ID_LEN`] and match the keys earlier versions wrote.
-fn body_digest(event: &WebhookEvent) -> String {
+fn push_body_digest(key: &mut String, event: &WebhookEvent) {
     let mut h = Sha256::new();
     h.update(event.provider.as_bytes());
     h.update([0]);
     h.update(&event.body);
-    let mut key = String::with_capacity(event.provider.len() + 1 + BODY_DIGEST.len() + 64);
+    key.reserve(event.provider.len() + 1 + BODY_DIGEST.len() + 64);
     key.push_str(&event.provider);
     key.push(':');
     key.push_str(BODY_DIGEST);
-    push_hex(&mut key, &h.finalize());
-    key
+    push_hex(key, &h.finalize());
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -240,6 +263,25 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, value.parse().unwrap());
         WebhookEvent::new(provider, body.to_owned()).with_headers(h)
+    }
+
+    #[test]
+    fn shared_keys_are_the_keys() {
+        let keys =
+            IdempotencyKeys::new().provider("acme", |e| e.header("x-acme-id").map(str::to_owned));
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let events = [
+            // The body's digest, then a short id, a digested long id and a digest again: each
+            // key leaves nothing of the one before it in the shared buffer.
+            with_header("github", "x-github-delivery", "d-1", r#"{"a":1}"#),
+            with_header("acme", "x-acme-id", "short", "{}"),
+            with_header("acme", "x-acme-id", &long, "{}"),
+            with_header("acme", "x-other", "none", "{}"),
+            with_header("acme", "x-acme-id", "s", "{}"),
+        ];
+        for event in &events {
+            assert_eq!(&*keys.shared_key(event), keys.key(event));
+        }
     }
 
     #[test]

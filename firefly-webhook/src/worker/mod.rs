@@ -722,7 +722,7 @@ async fn settle_inner(
     let mut ctx = Context::new(
         Arc::clone(&meta.destination),
         meta.position.clone(),
-        shared.keys.key(event),
+        shared.keys.shared_key(event),
         event.received_at,
     );
     ctx.attempt = attempt;
