@@ -54,8 +54,3 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A boxed, sendable future, as the crate's services return.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
-
-/// The future an `#[async_trait]` method returns, borrowing for `'a`. Forwarding impls (`Arc<P>`,
-/// `Box<S>`) hand on the inner value's future as it is, instead of boxing it once more.
-pub(crate) type Forward<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

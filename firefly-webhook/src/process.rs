@@ -12,7 +12,9 @@ use crate::dead_letter::FailureCategory;
 use crate::event::WebhookEvent;
 use crate::subscribe::Position;
 use crate::verify::VerifyError;
-use crate::{BoxError, Forward};
+use futures_util::future::BoxFuture;
+
+use crate::BoxError;
 
 /// Your business logic: called once per webhook (idempotency and retries are handled around it).
 ///
@@ -56,13 +58,13 @@ pub trait WebhookProcessor: Send + Sync + 'static {
 }
 
 // Each method hands on the inner processor's future, without boxing it once more.
-#[async_trait]
+// (The signatures are the ones `#[async_trait]` gives the trait's methods.)
 impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
     fn process<'s, 'e, 'c, 'async_trait>(
         &'s self,
         event: &'e WebhookEvent,
         ctx: &'c Context,
-    ) -> Forward<'async_trait, Result<Outcome, ProcessError>>
+    ) -> BoxFuture<'async_trait, Result<Outcome, ProcessError>>
     where
         's: 'async_trait,
         'e: 'async_trait,
@@ -76,7 +78,7 @@ impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
         &'s self,
         event: &'e WebhookEvent,
         ctx: &'c Context,
-    ) -> Forward<'async_trait, Result<(), ProcessError>>
+    ) -> BoxFuture<'async_trait, Result<(), ProcessError>>
     where
         's: 'async_trait,
         'e: 'async_trait,
@@ -91,7 +93,7 @@ impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
         event: &'e WebhookEvent,
         ctx: &'c Context,
         outcome: &'o Outcome,
-    ) -> Forward<'async_trait, ()>
+    ) -> BoxFuture<'async_trait, ()>
     where
         's: 'async_trait,
         'e: 'async_trait,
@@ -107,7 +109,7 @@ impl<P: WebhookProcessor + ?Sized> WebhookProcessor for Arc<P> {
         event: &'e WebhookEvent,
         ctx: &'c Context,
         error: &'r ProcessError,
-    ) -> Forward<'async_trait, ()>
+    ) -> BoxFuture<'async_trait, ()>
     where
         's: 'async_trait,
         'e: 'async_trait,

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 
 use crate::dead_letter::DeadLetter;
 use crate::event::WebhookEvent;
-use crate::{BoxError, Forward};
+use futures_util::future::BoxFuture;
+
+use crate::BoxError;
 
 /// A source of deliveries for a [`Worker`](crate::worker::Worker).
 ///
@@ -32,12 +34,12 @@ pub trait Subscriber: Send + 'static {
     fn stop(&mut self) {}
 }
 
-#[async_trait]
 impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
-    // Hands on the inner subscriber's future, without boxing it once more.
+    // Hands on the inner subscriber's future, without boxing it once more (the signature
+    // `#[async_trait]` gives the trait's method).
     fn next<'s, 'async_trait>(
         &'s mut self,
-    ) -> Forward<'async_trait, Option<Result<Delivery, SubscribeError>>>
+    ) -> BoxFuture<'async_trait, Option<Result<Delivery, SubscribeError>>>
     where
         's: 'async_trait,
         Self: 'async_trait,

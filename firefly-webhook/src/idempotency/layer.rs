@@ -240,8 +240,7 @@ where
             // Renewal starts a third of the TTL in: until then only the timer is kept here,
             // and the renewal loop (boxed) is built only for the processors that last that long.
             let renewals = async {
-                let (first, _) = renewal_times(config.lock_ttl, claimed_at);
-                tokio::time::sleep_until(first).await;
+                tokio::time::sleep_until(claimed_at + renewal_period(config.lock_ttl)).await;
                 Box::pin(hold(&*store, key, &token, config.lock_ttl, claimed_at)).await
             };
             let result = tokio::select! {
@@ -305,14 +304,13 @@ async fn fail(
     }
 }
 
-/// When the first renewal of a lock claimed at `claimed_at` is due, and the renewal period.
-fn renewal_times(ttl: Duration, claimed_at: Instant) -> (Instant, Duration) {
-    let every = (ttl / 3).max(Duration::from_millis(1));
-    (claimed_at + every, every)
+/// How often a lock of `ttl` is renewed, the first time counting from its claim.
+fn renewal_period(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(1))
 }
 
 /// Renews the lock on `key` every third of `ttl` for as long as it is polled, from the
-/// first renewal on (the caller waits for that one: [`renewal_times`]); returns (why) once
+/// first renewal on (the caller waits for that one: [`renewal_period`]); returns (why) once
 /// the lock is lost: renewal was fenced, or no renewal succeeded before the lock ran out.
 async fn hold(
     store: &dyn IdempotencyStore,
@@ -321,7 +319,7 @@ async fn hold(
     ttl: Duration,
     claimed_at: Instant,
 ) -> &'static str {
-    let (_, every) = renewal_times(ttl, claimed_at);
+    let every = renewal_period(ttl);
     // A lower bound of the lock's expiry in the store: each renewal counts from when it was
     // sent, not from when the store applied it.
     let mut valid_until = claimed_at + ttl;

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 pub use crate::process::FencingToken;
-use crate::{BoxError, Forward};
+use futures_util::future::BoxFuture;
+
+use crate::BoxError;
 
 /// Remembers which events were processed, so each event's effect happens once.
 ///
@@ -67,13 +69,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 }
 
 // Each method hands on the inner store's future, without boxing it once more.
-#[async_trait]
+// (The signatures are the ones `#[async_trait]` gives the trait's methods.)
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     fn claim<'s, 'k, 'async_trait>(
         &'s self,
         key: &'k str,
         lock_ttl: Duration,
-    ) -> Forward<'async_trait, Result<Claim, StoreError>>
+    ) -> BoxFuture<'async_trait, Result<Claim, StoreError>>
     where
         's: 'async_trait,
         'k: 'async_trait,
@@ -87,7 +89,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         key: &'k str,
         token: &'t FencingToken,
         lock_ttl: Duration,
-    ) -> Forward<'async_trait, Result<(), StoreError>>
+    ) -> BoxFuture<'async_trait, Result<(), StoreError>>
     where
         's: 'async_trait,
         'k: 'async_trait,
@@ -102,7 +104,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         key: &'k str,
         token: &'t FencingToken,
         processed_ttl: Duration,
-    ) -> Forward<'async_trait, Result<(), StoreError>>
+    ) -> BoxFuture<'async_trait, Result<(), StoreError>>
     where
         's: 'async_trait,
         'k: 'async_trait,
@@ -116,7 +118,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         &'s self,
         key: &'k str,
         token: &'t FencingToken,
-    ) -> Forward<'async_trait, Result<(), StoreError>>
+    ) -> BoxFuture<'async_trait, Result<(), StoreError>>
     where
         's: 'async_trait,
         'k: 'async_trait,
@@ -131,7 +133,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         key: &'k str,
         error: &'e str,
         ttl: Duration,
-    ) -> Forward<'async_trait, Result<u64, StoreError>>
+    ) -> BoxFuture<'async_trait, Result<u64, StoreError>>
     where
         's: 'async_trait,
         'k: 'async_trait,
@@ -141,7 +143,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
         (**self).record_failure(key, error, ttl)
     }
 
-    fn health<'s, 'async_trait>(&'s self) -> Forward<'async_trait, Result<(), StoreError>>
+    fn health<'s, 'async_trait>(&'s self) -> BoxFuture<'async_trait, Result<(), StoreError>>
     where
         's: 'async_trait,
         Self: 'async_trait,

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 pub use self::breaker::{BreakerOpen, BreakerState, CircuitBreaker};
 pub use self::recent::RecentNames;
 use crate::event::WebhookEvent;
-use crate::{BoxError, Forward};
+use futures_util::future::BoxFuture;
+
+use crate::BoxError;
 
 /// Hands accepted webhooks to a durable transport.
 ///
@@ -76,13 +78,13 @@ impl fmt::Display for Storage {
 
 // Each method hands on the inner publisher's future: no box and no move of the event per
 // layer of `Arc`.
-#[async_trait]
+// (The signatures are the ones `#[async_trait]` gives the trait's methods.)
 impl<P: Publisher + ?Sized> Publisher for Arc<P> {
     fn publish<'s, 'd, 'async_trait>(
         &'s self,
         destination: &'d str,
         event: WebhookEvent,
-    ) -> Forward<'async_trait, Result<(), PublishError>>
+    ) -> BoxFuture<'async_trait, Result<(), PublishError>>
     where
         's: 'async_trait,
         'd: 'async_trait,
@@ -91,7 +93,7 @@ impl<P: Publisher + ?Sized> Publisher for Arc<P> {
         (**self).publish(destination, event)
     }
 
-    fn health<'s, 'async_trait>(&'s self) -> Forward<'async_trait, Result<(), PublishError>>
+    fn health<'s, 'async_trait>(&'s self) -> BoxFuture<'async_trait, Result<(), PublishError>>
     where
         's: 'async_trait,
         Self: 'async_trait,
@@ -103,7 +105,7 @@ impl<P: Publisher + ?Sized> Publisher for Arc<P> {
         &'s self,
         destination: &'d str,
         event: WebhookEvent,
-    ) -> Forward<'async_trait, Result<Storage, PublishError>>
+    ) -> BoxFuture<'async_trait, Result<Storage, PublishError>>
     where
         's: 'async_trait,
         'd: 'async_trait,

@@ -783,7 +783,7 @@ async fn settle_inner(
                 acker,
                 event,
                 attempt,
-                Arc::clone(&meta.destination),
+                &meta.destination,
                 err,
                 advice,
                 recorded.label.clone(),
@@ -816,7 +816,7 @@ type Call<'a> = futures_util::future::Either<
 /// ready at once is waited for, with the job held meanwhile (in a boxed future).
 fn call(service: &mut JobService, job: Job) -> Call<'_> {
     use futures_util::future::Either;
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let fut: futures_util::future::BoxFuture<'_, _> = match service.ready().now_or_never() {
             Some(Ok(ready)) => ready.call(job),
             Some(Err(err)) => return Err(err),
@@ -824,7 +824,7 @@ fn call(service: &mut JobService, job: Job) -> Call<'_> {
         };
         Ok(fut)
     }));
-    match started {
+    match called {
         Ok(Ok(fut)) => Either::Left(AssertUnwindSafe(fut).catch_unwind()),
         Ok(Err(err)) => Either::Right(std::future::ready(Ok(Err(err)))),
         Err(panic) => Either::Right(std::future::ready(Err(panic))),
@@ -839,7 +839,7 @@ async fn settle_failure(
     acker: &dyn Acker,
     event: &WebhookEvent,
     attempt: u32,
-    destination: Arc<str>,
+    destination: &str,
     err: ProcessError,
     advice: Advice,
     provider: SharedString,
@@ -876,7 +876,7 @@ async fn settle_failure(
             err.category(),
             failed,
             err.error_type(),
-            &*destination,
+            destination,
         );
         acker.dead_letter(event, &record).await
     }
