@@ -505,7 +505,7 @@ impl<Sub: Subscriber> Worker<Sub> {
         }
     }
 
-    fn dispatch(&self, tasks: &mut Running, pending: Queued, cancel: &watch::Receiver<bool>) {
+    fn dispatch(&mut self, tasks: &mut Running, pending: Queued, cancel: &watch::Receiver<bool>) {
         let delivery = &pending.0;
         let order_key = self
             .shared
@@ -524,48 +524,67 @@ impl<Sub: Subscriber> Worker<Sub> {
         let shared = Arc::clone(&self.shared);
         // Taken apart before the future is built, which then holds a pointer to the event
         // rather than room for the whole delivery.
-        let first = Started::new(pending);
+        let mut first = Started::new(pending);
+        // The stack starts here, called through the worker's own service: a task needs a
+        // service of its own only for the deliveries that queue behind its ordering key.
+        let span = span(&shared, &first.event, &first.meta);
+        let begun = span.in_scope(|| begin(&shared, &mut self.service, &mut first, cancel));
+        let ordered = order_key.map(|key| (key, self.service.clone()));
         // Boxed: the task's future is large (the whole service call and settlement), and
         // spawning a boxed one moves a pointer instead of copying that state.
         tasks.start(Box::pin(deliveries(
             shared,
-            self.service.clone(),
             cancel.clone(),
-            order_key,
+            ordered,
             first,
+            begun,
+            span,
         )));
     }
 }
 
-/// Settles `current`, then, with an ordering key, the deliveries that queued behind it, one
-/// after another (one service for the task).
+/// Settles `current`, whose stack has `begun`, then, with an ordering key, the deliveries that
+/// queued behind it, one after another (through the service that comes with the key).
 ///
 /// The task's future is allocated once per task. It holds each piece of state once: the event
 /// behind its `Arc`, the job inside the service's future, and the paths few deliveries take
-/// boxed on their own. That keeps it under 1 KiB (928 bytes in a release build today), a size
+/// boxed on their own. That keeps it under 1 KiB (824 bytes in a release build today), a size
 /// that allocators serve from a per-thread cache (glibc up to 1,032 bytes) instead of their
 /// slower general path.
-async fn deliveries(
+///
+/// A plain `fn` returning an `async move` block: an `async fn` would keep its arguments beside
+/// the locals they move into, each piece of state twice.
+#[allow(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+fn deliveries(
     shared: Arc<Shared>,
-    mut service: JobService,
     mut cancel: watch::Receiver<bool>,
-    order_key: Option<String>,
+    mut ordered: Option<(String, JobService)>,
     mut current: Started,
-) {
-    loop {
-        settle(&shared, &mut service, &mut current, &mut cancel).await;
-        let Some(key) = &order_key else { return };
-        let next = {
-            let mut queues = shared.queues();
-            let next = queues.get_mut(key).and_then(VecDeque::pop_front);
-            if next.is_none() {
-                queues.remove(key);
-            }
-            next
-        };
-        let Some(queued) = next else { return };
-        // The settled delivery (its permit with it) is dropped here.
-        current = Started::new(queued);
+    mut begun: Begun,
+    mut span: tracing::Span,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        loop {
+            settle(&shared, &mut current, &mut begun, &mut cancel)
+                .instrument(span)
+                .await;
+            let Some((key, service)) = &mut ordered else {
+                return;
+            };
+            let next = {
+                let mut queues = shared.queues();
+                let next = queues.get_mut(key.as_str()).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    queues.remove(key.as_str());
+                }
+                next
+            };
+            let Some(queued) = next else { return };
+            // The settled delivery (its permit with it) is dropped here.
+            current = Started::new(queued);
+            span = self::span(&shared, &current.event, &current.meta);
+            begun = span.in_scope(|| begin(&shared, service, &mut current, &cancel));
+        }
     }
 }
 
@@ -673,23 +692,68 @@ fn span(shared: &Shared, event: &WebhookEvent, meta: &DeliveryMeta) -> tracing::
     span
 }
 
-/// Runs the stack on one delivery and settles it, in the delivery's span (made here, before
-/// the future, which then holds it once).
-fn settle<'a>(
-    shared: &'a Shared,
-    service: &'a mut JobService,
-    started: &'a mut Started,
-    cancel: &'a mut watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'a {
-    let span = span(shared, &started.event, &started.meta);
-    settle_inner(shared, service, started, cancel).instrument(span)
+/// How a delivery started: given back before its stack ran, or with the stack running.
+enum Begun {
+    /// The worker is shutting down.
+    Cancelled,
+    /// Pulled just before the worker paused: it goes back to the transport after this delay.
+    Paused(Duration),
+    /// The stack's future, with what settling it needs.
+    Running {
+        run: Call,
+        recorded: Arc<Recorded>,
+        started: Instant,
+    },
 }
 
-/// [`settle`], outside the span.
-async fn settle_inner(
+/// Starts the stack on `started` through `service`: synchronous, so that the worker can call
+/// its own service (and the job moves straight into the service's future).
+fn begin(
     shared: &Shared,
     service: &mut JobService,
     started: &mut Started,
+    cancel: &watch::Receiver<bool>,
+) -> Begun {
+    if *cancel.borrow() {
+        return Begun::Cancelled;
+    }
+    let Started {
+        event, meta, probe, ..
+    } = started;
+    if let Some(delay) = shared
+        .pause
+        .as_ref()
+        .and_then(|pause| pause.admit(probe.as_ref()))
+    {
+        return Begun::Paused(delay);
+    }
+    let recorded = shared.recorded(&event.provider);
+    recorded.received.increment(1);
+    let mut ctx = Context::new(
+        Arc::clone(&meta.destination),
+        meta.position.clone(),
+        shared.keys.shared_key(event),
+        event.received_at,
+    );
+    ctx.attempt = meta.attempt;
+    let started = Instant::now();
+    let job = Job {
+        event: Arc::clone(event),
+        ctx,
+    };
+    Begun::Running {
+        run: call(service, job),
+        recorded,
+        started,
+    }
+}
+
+/// Awaits the stack [`begin`] started and settles the delivery: ack, retry later, dead-letter
+/// or give back. (`begun` is borrowed: the stack's future stays where it is, in the task's.)
+async fn settle(
+    shared: &Shared,
+    started: &mut Started,
+    begun: &mut Begun,
     cancel: &mut watch::Receiver<bool>,
 ) {
     let Started {
@@ -703,36 +767,22 @@ async fn settle_inner(
     // The paths every delivery does not take are boxed futures (an allocation when taken):
     // inline, their state would make every delivery's future larger.
     let attempt = meta.attempt;
-    let cancelled = *cancel.borrow();
-    if cancelled {
-        Box::pin(give_back(acker, event, attempt)).await;
-        return;
-    }
-    if let Some(delay) = shared
-        .pause
-        .as_ref()
-        .and_then(|pause| pause.admit(probe.as_ref()))
-    {
-        // Pulled just before the worker paused: it stays in the transport, unprocessed.
-        Box::pin(give_back_paused(acker, event, attempt, delay)).await;
-        return;
-    }
-    let recorded = shared.recorded(&event.provider);
-    recorded.received.increment(1);
-    let mut ctx = Context::new(
-        Arc::clone(&meta.destination),
-        meta.position.clone(),
-        shared.keys.shared_key(event),
-        event.received_at,
-    );
-    ctx.attempt = attempt;
-    let started = Instant::now();
-    let job = Job {
-        event: Arc::clone(event),
-        ctx,
+    let (run, recorded, started) = match begun {
+        Begun::Cancelled => {
+            Box::pin(give_back(acker, event, attempt)).await;
+            return;
+        }
+        Begun::Paused(delay) => {
+            // Pulled just before the worker paused: it stays in the transport, unprocessed.
+            Box::pin(give_back_paused(acker, event, attempt, *delay)).await;
+            return;
+        }
+        Begun::Running {
+            run,
+            recorded,
+            started,
+        } => (run, &**recorded, *started),
     };
-    let run = call(service, job);
-
     let result = tokio::select! {
         r = run => r,
         () = cancel.wait_for(|c| *c).map(|_| ()) => {
@@ -802,9 +852,9 @@ async fn settle_inner(
 type Called = Result<Result<Outcome, ProcessError>, Box<dyn std::any::Any + Send>>;
 
 /// The future of [`call`]: the service's own future, or the answer it had at once.
-type Call<'a> = futures_util::future::Either<
+type Call = futures_util::future::Either<
     futures_util::future::CatchUnwind<
-        AssertUnwindSafe<futures_util::future::BoxFuture<'a, Result<Outcome, ProcessError>>>,
+        AssertUnwindSafe<futures_util::future::BoxFuture<'static, Result<Outcome, ProcessError>>>,
     >,
     std::future::Ready<Called>,
 >;
@@ -813,14 +863,19 @@ type Call<'a> = futures_util::future::Either<
 ///
 /// The worker's own stacks are always ready: then the job moves straight into the service's
 /// (boxed) future, and the future returned here holds no room for it. A stack that is not
-/// ready at once is waited for, with the job held meanwhile (in a boxed future).
-fn call(service: &mut JobService, job: Job) -> Call<'_> {
+/// ready at once is waited for by a clone of `service`, with the job held meanwhile (in a
+/// boxed future).
+fn call(service: &mut JobService, job: Job) -> Call {
     use futures_util::future::Either;
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let fut: futures_util::future::BoxFuture<'_, _> = match service.ready().now_or_never() {
+        let fut: futures_util::future::BoxFuture<'static, _> = match service.ready().now_or_never()
+        {
             Some(Ok(ready)) => ready.call(job),
             Some(Err(err)) => return Err(err),
-            None => Box::pin(async move { service.ready().await?.call(job).await }),
+            None => {
+                let mut service = service.clone();
+                Box::pin(async move { service.ready().await?.call(job).await })
+            }
         };
         Ok(fut)
     }));
