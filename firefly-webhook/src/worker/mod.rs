@@ -554,7 +554,10 @@ impl<Sub: Subscriber> Worker<Sub> {
 ///
 /// A plain `fn` returning an `async move` block: an `async fn` would keep its arguments beside
 /// the locals they move into, each piece of state twice.
-#[allow(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
 fn deliveries(
     shared: Arc<Shared>,
     mut cancel: watch::Receiver<bool>,
