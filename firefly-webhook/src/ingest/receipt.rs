@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -28,7 +28,7 @@ use crate::publish::Storage;
 ///  "destination":"github","sourceIp":"203.0.113.9","payloadSize":1432,"headerCount":9,
 ///  "receivedAt":"2026-01-02T03:04:05.123456789Z","storage":"broker",
 ///  "processedAt":"2026-01-02T03:04:05.1239Z",
-///  "responseTimeMs":0.41}
+///  "responseTimeMs":0.410}
 /// ```
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -60,7 +60,8 @@ pub struct Receipt {
     pub storage: &'static str,
     /// When the broker confirmed the event (RFC 3339).
     pub processed_at: String,
-    /// Time from the start of handling to the broker's confirmation.
+    /// Time from the start of handling to the broker's confirmation, in milliseconds with
+    /// three decimals (whole microseconds).
     pub response_time_ms: f64,
     /// The body echoed back, when enabled with
     /// [`IngestService::echo_payload`](super::IngestService::echo_payload): as JSON when it is
@@ -122,9 +123,7 @@ impl ReceiptWriter {
         buf.extend_from_slice(br#"","processedAt":"#);
         push_time(buf, OffsetDateTime::now_utc());
         buf.extend_from_slice(br#","responseTimeMs":"#);
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        // Writing a number into a Vec cannot fail; serde writes non-finite numbers as null.
-        let _ = serde_json::to_writer(&mut *buf, &ms);
+        push_millis(buf, started.elapsed());
         if let Some(raw) = &self.echo {
             buf.extend_from_slice(br#","receivedPayload":"#);
             buf.extend_from_slice(raw.get().as_bytes());
@@ -187,6 +186,19 @@ fn push_uint(buf: &mut Vec<u8>, mut n: u64) {
         }
     }
     buf.extend_from_slice(&digits[at..]);
+}
+
+/// `elapsed` in milliseconds with three decimals (whole microseconds), as a JSON number:
+/// `0.034`, `1.244`. Integer formatting: a float's would print `1.2444380000000002`.
+fn push_millis(buf: &mut Vec<u8>, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    push_uint(buf, micros / 1000);
+    buf.push(b'.');
+    let fraction = micros % 1000;
+    for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+        // Each is a single digit: the conversion cannot fail.
+        buf.push(b'0' + u8::try_from(digit).unwrap_or_default());
+    }
 }
 
 fn push_ip(buf: &mut Vec<u8>, ip: IpAddr) {
@@ -264,6 +276,29 @@ mod tests {
             received_payload: None,
         };
         serde_json::to_string(&receipt).unwrap()
+    }
+
+    #[test]
+    fn response_times_are_milliseconds_with_three_decimals() {
+        for (micros, text) in [
+            (0, "0.000"),
+            (34, "0.034"),
+            (1_244, "1.244"),
+            (1_000, "1.000"),
+            (12_345_678, "12345.678"),
+        ] {
+            let mut buf = Vec::new();
+            push_millis(&mut buf, Duration::from_micros(micros));
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), text);
+            let number: f64 = serde_json::from_slice(&buf).unwrap();
+            #[allow(clippy::cast_precision_loss)]
+            let expected = micros as f64 / 1000.0;
+            assert!((number - expected).abs() < 1e-9, "{text}");
+        }
+        // Sub-microsecond parts are dropped, not carried into a long fraction.
+        let mut buf = Vec::new();
+        push_millis(&mut buf, Duration::from_nanos(1_244_438));
+        assert_eq!(buf, b"1.244");
     }
 
     #[test]

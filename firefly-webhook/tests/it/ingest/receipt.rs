@@ -28,6 +28,20 @@ async fn accepted_receipt_has_every_field() {
     assert_eq!(r["payloadSize"], 17);
     assert_eq!(r["headerCount"], 2);
     assert!(r["responseTimeMs"].as_f64().is_some_and(|ms| ms >= 0.0));
+    // Milliseconds with three decimals, as written: `0.034`, never `0.03400000000000001`.
+    let text = String::from_utf8_lossy(&answer.body);
+    let ms = text
+        .split_once(r#""responseTimeMs":"#)
+        .and_then(|(_, rest)| rest.split([',', '}']).next())
+        .unwrap();
+    let (whole, fraction) = ms.split_once('.').unwrap();
+    assert!(
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && fraction.len() == 3
+            && fraction.bytes().all(|b| b.is_ascii_digit()),
+        "{ms}"
+    );
     assert!(!r.contains_key("receivedPayload"), "echo is off by default");
     let received = time::OffsetDateTime::parse(
         r["receivedAt"].as_str().unwrap(),
