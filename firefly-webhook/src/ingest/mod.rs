@@ -775,6 +775,8 @@ impl IngestService {
             let config = &this.inner.config;
             event.body = this.read_body(body, &mut held).await?;
             event.received_at = OffsetDateTime::now_utc();
+            // Only now: a request refused before this has no event.
+            tracing::Span::current().record("event_id", tracing::field::display(event.id));
             Recorded::body_bytes(&metrics, event.body.len());
             if let Some(verifiers) = &config.verifiers {
                 if let Some(handshake) = verifiers
@@ -984,7 +986,6 @@ fn event_head(
     // Built in one go: `WebhookEvent::new` would generate (and `with_id` discard) a second
     // UUID, which costs a random-number syscall per request.
     let id = EventId::new();
-    tracing::Span::current().record("event_id", tracing::field::display(id));
     let correlation_id = request_id(&parts.headers).unwrap_or_else(|| {
         // Skips the formatting machinery of `to_string`.
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -1091,9 +1092,7 @@ where
             }
             Ok(admission) => {
                 let this = self.clone();
-                // In the span: the event's id is recorded as it is made.
-                let ingest =
-                    span.in_scope(|| this.ingest(req, provider, admission, started, trace));
+                let ingest = this.ingest(req, provider, admission, started, trace);
                 ResponseFuture::pending(Box::pin(ingest.instrument(span)))
             }
         }

@@ -524,11 +524,11 @@ impl<Sub: Subscriber> Worker<Sub> {
         let shared = Arc::clone(&self.shared);
         // Taken apart before the future is built, which then holds a pointer to the event
         // rather than room for the whole delivery.
-        let mut first = Started::new(pending);
+        let first = Started::new(pending);
         // The stack starts here, called through the worker's own service: a task needs a
         // service of its own only for the deliveries that queue behind its ordering key.
         let span = span(&shared, &first.event, &first.meta);
-        let begun = span.in_scope(|| begin(&shared, &mut self.service, &mut first, cancel));
+        let begun = span.in_scope(|| begin(&shared, &mut self.service, &first, cancel));
         let ordered = order_key.map(|key| (key, self.service.clone()));
         // Boxed: the task's future is large (the whole service call and settlement), and
         // spawning a boxed one moves a pointer instead of copying that state.
@@ -586,7 +586,7 @@ fn deliveries(
             // The settled delivery (its permit with it) is dropped here.
             current = Started::new(queued);
             span = self::span(&shared, &current.event, &current.meta);
-            begun = span.in_scope(|| begin(&shared, service, &mut current, &cancel));
+            begun = span.in_scope(|| begin(&shared, service, &current, &cancel));
         }
     }
 }
@@ -714,7 +714,7 @@ enum Begun {
 fn begin(
     shared: &Shared,
     service: &mut JobService,
-    started: &mut Started,
+    started: &Started,
     cancel: &watch::Receiver<bool>,
 ) -> Begun {
     if *cancel.borrow() {
@@ -732,17 +732,20 @@ fn begin(
     }
     let recorded = shared.recorded(&event.provider);
     recorded.received.increment(1);
-    let mut ctx = Context::new(
-        Arc::clone(&meta.destination),
-        meta.position.clone(),
-        shared.keys.shared_key(event),
-        event.received_at,
-    );
-    ctx.attempt = meta.attempt;
     let started = Instant::now();
-    let job = Job {
-        event: Arc::clone(event),
-        ctx,
+    // The job is made inside `call`'s guard: the key rules are user code too.
+    let job = || {
+        let mut ctx = Context::new(
+            Arc::clone(&meta.destination),
+            meta.position.clone(),
+            shared.keys.shared_key(event),
+            event.received_at,
+        );
+        ctx.attempt = meta.attempt;
+        Job {
+            event: Arc::clone(event),
+            ctx,
+        }
     };
     Begun::Running {
         run: call(service, job),
@@ -862,15 +865,17 @@ type Call = futures_util::future::Either<
     std::future::Ready<Called>,
 >;
 
-/// Calls `service` with `job` (`ready`, then `call`), catching panics, in either part.
+/// Calls `service` with the job `job` makes (`ready`, then `call`), catching panics in any of
+/// the three.
 ///
 /// The worker's own stacks are always ready: then the job moves straight into the service's
 /// (boxed) future, and the future returned here holds no room for it. A stack that is not
 /// ready at once is waited for by a clone of `service`, with the job held meanwhile (in a
 /// boxed future).
-fn call(service: &mut JobService, job: Job) -> Call {
+fn call(service: &mut JobService, job: impl FnOnce() -> Job) -> Call {
     use futures_util::future::Either;
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let job = job();
         let fut: futures_util::future::BoxFuture<'static, _> = match service.ready().now_or_never()
         {
             Some(Ok(ready)) => ready.call(job),

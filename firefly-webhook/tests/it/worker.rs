@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use firefly_webhook::idempotency::{IdempotencyConfig, IdempotencyLayer, MemoryStore};
+use firefly_webhook::idempotency::{
+    IdempotencyConfig, IdempotencyKeys, IdempotencyLayer, MemoryStore,
+};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Context, Outcome, ProcessError, WebhookProcessor, processor_fn};
 use firefly_webhook::subscribe::{Acker, Delivery, Position, SubscribeError, Subscriber};
@@ -380,6 +382,21 @@ async fn always_failing_is_dead_lettered_after_max_attempts_with(inline: bool) {
     assert_eq!(broker.in_flight(), 0);
 }
 
+/// Runs `worker` until `broker` has dead-lettered one `acme` event and holds nothing else;
+/// that event and its record.
+async fn run_until_dead_lettered(
+    broker: &MemoryBroker,
+    worker: Worker<firefly_webhook::memory::MemorySubscriber>,
+) -> (WebhookEvent, DeadLetter) {
+    let w = spawn(worker);
+    until(|| {
+        broker.dead_letters("acme").len() == 1 && broker.is_empty() && broker.in_flight() == 0
+    })
+    .await;
+    stop(w).await;
+    broker.dead_letters("acme").remove(0)
+}
+
 #[tokio::test]
 async fn panics_are_failed_attempts_and_the_worker_keeps_going() {
     panics_are_failed_attempts_and_the_worker_keeps_going_with(false).await;
@@ -414,18 +431,54 @@ async fn panics_are_failed_attempts_and_the_worker_keeps_going_with(inline: bool
                 Ok(Outcome::Processed)
             }
         }));
-    let w = spawn(worker);
-    until(|| {
-        broker.dead_letters("acme").len() == 1 && broker.is_empty() && broker.in_flight() == 0
-    })
-    .await;
-    stop(w).await;
-    let (event, dl) = &broker.dead_letters("acme")[0];
+    let (event, dl) = &run_until_dead_lettered(&broker, worker).await;
     assert_eq!(&event.body[..], b"always-panics");
     assert_eq!(dl.attempts, 3);
     assert!(dl.reason.contains("panicked"), "{}", dl.reason);
     let seen = seen.lock().unwrap();
     assert!(seen.contains(&("panics-once".to_owned(), 2)), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_panicking_key_rule_is_a_failed_attempt() {
+    a_panicking_key_rule_is_a_failed_attempt_with(false).await;
+}
+
+#[tokio::test]
+async fn a_panicking_key_rule_is_a_failed_attempt_in_task() {
+    a_panicking_key_rule_is_a_failed_attempt_with(true).await;
+}
+
+/// Key rules are user code: one that panics fails that delivery's attempt, like a panic in the
+/// stack, and the worker goes on with the others.
+async fn a_panicking_key_rule_is_a_failed_attempt_with(inline: bool) {
+    let broker = MemoryBroker::new(10);
+    let p = broker.publisher();
+    for body in ["bad-key", "good"] {
+        p.publish("acme", WebhookEvent::new("acme", body))
+            .await
+            .unwrap();
+    }
+    let rule = IdempotencyKeys::new().provider("acme", |e| {
+        assert!(&e.body[..] != b"bad-key", "key rule boom");
+        Some(String::from_utf8_lossy(&e.body).into_owned())
+    });
+    let processed = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&processed);
+    let worker = Worker::builder(broker.subscriber_all())
+        .inline(inline)
+        .concurrency(1)
+        .retry(fast_retry())
+        .idempotency(IdempotencyLayer::new(MemoryStore::new()).keys(rule))
+        .build(processor_fn(move |e, _ctx| {
+            seen.lock().unwrap().push(e.body.clone());
+            async { Ok(Outcome::Processed) }
+        }));
+    let (event, dl) = &run_until_dead_lettered(&broker, worker).await;
+    assert_eq!(&event.body[..], b"bad-key");
+    assert_eq!(dl.attempts, 3);
+    assert!(dl.reason.contains("key rule boom"), "{}", dl.reason);
+    assert_eq!(*processed.lock().unwrap(), vec![bytes::Bytes::from("good")]);
 }
 
 #[tokio::test]
