@@ -4,11 +4,15 @@
 //! `cargo bench -p firefly-webhook --bench pipeline`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firefly_webhook::http::HeaderMap;
-use firefly_webhook::idempotency::{IdempotencyKeys, IdempotencyLayer, MemoryStore};
+use firefly_webhook::idempotency::{
+    Claim, IdempotencyKeys, IdempotencyLayer, IdempotencyStore, MemoryStore,
+};
 use firefly_webhook::memory::MemoryBroker;
 use firefly_webhook::process::{Outcome, processor_fn};
 use firefly_webhook::worker::Worker;
@@ -16,8 +20,15 @@ use firefly_webhook::{Publisher, WebhookEvent};
 
 const EVENTS: u64 = 20_000;
 
+/// The memory store's default capacity.
+const CAPACITY: usize = 50_000;
+
+/// Delivery ids never used before: a store shared by the runs sees only new keys.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
-    (0..n)
+    let first = NEXT_ID.fetch_add(n, Ordering::Relaxed);
+    (first..first + n)
         .map(|i| {
             let mut h = HeaderMap::new();
             h.insert("content-type", "application/json".parse().unwrap());
@@ -33,7 +44,7 @@ fn events(n: u64, body: &'static [u8]) -> Vec<WebhookEvent> {
 }
 
 /// How the worker keys the events.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Keys {
     /// No idempotency layer (the key is still computed for the processor's context).
     Off,
@@ -42,6 +53,33 @@ enum Keys {
     /// The `X-GitHub-Delivery` header, as a verifier-backed rule would: no digest of the
     /// body, what the pipeline costs besides it.
     DeliveryId,
+    /// The same, with one store shared by every run and filled to its capacity beforehand:
+    /// a long-running worker's steady state, in which every new key makes room for itself.
+    DeliveryIdFull(Arc<MemoryStore>),
+}
+
+/// A store holding `CAPACITY` processed markers.
+async fn full_store() -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::with_capacity(CAPACITY));
+    for i in 0..CAPACITY {
+        let key = format!("github:earlier-{i}");
+        let Claim::Acquired(token) = store.claim(&key, Duration::from_secs(60)).await.unwrap()
+        else {
+            unreachable!("a new key is acquired")
+        };
+        store
+            .complete(&key, &token, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), CAPACITY);
+    store
+}
+
+fn delivery_id_rule() -> IdempotencyKeys {
+    IdempotencyKeys::new().provider("github", |e| {
+        e.header("x-github-delivery").map(str::to_owned)
+    })
 }
 
 async fn run_once(batch: Vec<WebhookEvent>, keys: Keys, inline: bool) -> Duration {
@@ -57,10 +95,13 @@ async fn run_once(batch: Vec<WebhookEvent>, keys: Keys, inline: bool) -> Duratio
         Keys::Off => builder = builder.without_idempotency(),
         Keys::BodyDigest => {}
         Keys::DeliveryId => {
-            let rule = IdempotencyKeys::new().provider("github", |e| {
-                e.header("x-github-delivery").map(str::to_owned)
-            });
-            builder = builder.idempotency(IdempotencyLayer::new(MemoryStore::new()).keys(rule));
+            builder = builder
+                .idempotency(IdempotencyLayer::new(MemoryStore::new()).keys(delivery_id_rule()));
+        }
+        Keys::DeliveryIdFull(store) => {
+            let store: Arc<dyn IdempotencyStore> = store;
+            builder =
+                builder.idempotency(IdempotencyLayer::from_arc(store).keys(delivery_id_rule()));
         }
     }
     let worker = builder.build(processor_fn(|_e, _ctx| async { Ok(Outcome::Processed) }));
@@ -92,13 +133,18 @@ fn pipeline(c: &mut Criterion) {
             Keys::DeliveryId,
             true,
         ),
+        (
+            "idempotency+retry, in task, keyed by delivery id, store at capacity",
+            Keys::DeliveryIdFull(rt.block_on(full_store())),
+            true,
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let batch = events(EVENTS, body);
-                    total += rt.block_on(run_once(batch, keys, inline));
+                    total += rt.block_on(run_once(batch, keys.clone(), inline));
                 }
                 total
             });

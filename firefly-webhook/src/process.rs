@@ -456,6 +456,7 @@ impl FencingToken {
     /// non-cryptographic generator is enough.
     pub fn random() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        const ZEROS: &str = "00000000000000000000000000000000";
         let n = fastrand::u128(..);
         // 32 hex digits, most significant first, without the formatting machinery.
         let mut text = [0u8; 32];
@@ -463,7 +464,9 @@ impl FencingToken {
             let nibble = u8::try_from((n >> (124 - 4 * i)) & 0xf).unwrap_or_default();
             *digit = HEX[usize::from(nibble)];
         }
-        Self(Arc::from(String::from_utf8_lossy(&text).as_ref()))
+        // Hex digits are ASCII, so this is never the fallback; `from_utf8` checks ASCII a word
+        // at a time, where `from_utf8_lossy` walked the digits one by one.
+        Self(Arc::from(std::str::from_utf8(&text).unwrap_or(ZEROS)))
     }
 
     /// Wraps a token read back from a store.

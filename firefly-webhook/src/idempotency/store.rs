@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::time::Instant;
 
 pub use crate::process::FencingToken;
@@ -206,33 +207,42 @@ impl Slot {
     }
 }
 
-/// A 128-bit digest of a key, under two SipHash-1-3 keys drawn at random for each store: the
-/// store keeps digests instead of the keys (which are up to 160 bytes), and since the hash
-/// keys are secret, nobody can pick keys whose digests collide (by chance: one pair in 2^128).
+/// A 128-bit digest of a key: SipHash-1-3 with 128-bit output, under a key drawn at random
+/// for each store. The store keeps digests instead of the keys (which are up to 160 bytes),
+/// and since the hash key is secret, nobody can pick keys whose digests collide (by chance:
+/// one pair in 2^128).
 type Digest = u128;
 
 /// Digests keys and tokens (see [`Digest`]).
 struct Digests {
-    high: RandomState,
-    low: RandomState,
+    /// Keyed, with nothing written yet: each digest starts from a copy.
+    keyed: SipHasher13,
 }
 
 impl Digests {
     fn new() -> Self {
+        // 128 bits from the operating system's randomness, through std's randomly keyed
+        // hasher (a keyed SipHash of two constants).
+        let random = RandomState::new();
         Self {
-            high: RandomState::new(),
-            low: RandomState::new(),
+            keyed: SipHasher13::new_with_keys(random.hash_one(0_u8), random.hash_one(1_u8)),
         }
     }
 
+    /// One pass over `key`.
     fn key(&self, key: &str) -> Digest {
-        (u128::from(self.high.hash_one(key)) << 64) | u128::from(self.low.hash_one(key))
+        let mut hasher = self.keyed;
+        hasher.write(key.as_bytes());
+        hasher.finish128().as_u128()
     }
 
     /// 64 bits of a token's digest, never [`Slot::PROCESSED`]: tokens are 128 random bits, so
     /// another token matches one in 2^64.
     fn owner(&self, token: &FencingToken) -> u64 {
-        self.low.hash_one(token.as_str()).max(1)
+        // Truncation is the point: half of the digest.
+        #[allow(clippy::cast_possible_truncation)]
+        let half = self.key(token.as_str()) as u64;
+        half.max(1)
     }
 }
 
