@@ -455,18 +455,11 @@ impl FencingToken {
     /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
     /// non-cryptographic generator is enough.
     pub fn random() -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        const ZEROS: &str = "00000000000000000000000000000000";
-        let n = fastrand::u128(..);
-        // 32 hex digits, most significant first, without the formatting machinery.
-        let mut text = [0u8; 32];
-        for (i, digit) in text.iter_mut().enumerate() {
-            let nibble = u8::try_from((n >> (124 - 4 * i)) & 0xf).unwrap_or_default();
-            *digit = HEX[usize::from(nibble)];
-        }
-        // Hex digits are ASCII, so this is never the fallback; `from_utf8` checks ASCII a word
-        // at a time, where `from_utf8_lossy` walked the digits one by one.
-        Self(Arc::from(std::str::from_utf8(&text).unwrap_or(ZEROS)))
+        // 32 lowercase hex digits, most significant first: `uuid`'s simple encoding of the
+        // 128 bits, written into a stack buffer (no formatting machinery, no UTF-8 check).
+        let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+        let bits = uuid::Uuid::from_u128(fastrand::u128(..));
+        Self(Arc::from(&*bits.simple().encode_lower(&mut text)))
     }
 
     /// Wraps a token read back from a store.
