@@ -71,7 +71,7 @@ per_request() {
 
 # run NAME ROUND PORT CMD...: start the server, warm up, measure; figures in $work/NAME.ROUND.*
 # (rps: 2xx answers per second; p50, p99: ms; rss: peak MB; cpu: server CPU us per request;
-# bcpu: with BROKER_PID set, that process's CPU us per request).
+# wcpu: wrk's CPU us per request; bcpu: with BROKER_PID set, that process's CPU us per request).
 run() {
   local name="$1" round="$2" p="$3"; shift 3
   local out="$work/$name.$round"
@@ -81,7 +81,10 @@ run() {
   local c0 c1 b0=0 b1=0
   c0="$(cpu_ticks "$pid")"
   if [ -n "${BROKER_PID:-}" ]; then b0="$(cpu_ticks "$BROKER_PID")"; fi
-  wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/post.lua" "$url" >"$out.wrk"
+  # wrk's own CPU time too (bash's `time` keyword, as user and system seconds): the load tool
+  # shares the cores, and what it spends a request grows as the server slows down.
+  local TIMEFORMAT='%U %S'
+  { time wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/post.lua" "$url" >"$out.wrk"; } 2>"$out.wtime"
   c1="$(cpu_ticks "$pid")"
   if [ -n "${BROKER_PID:-}" ]; then b1="$(cpu_ticks "$BROKER_PID")"; fi
   awk '/^VmHWM/ { printf "%.1f\n", $2 / 1024 }' "/proc/$pid/status" >"$out.rss"
@@ -95,6 +98,8 @@ run() {
   # CPU time per request: steadier than req/s when other work shares the cores.
   per_request "$c0" "$c1" "$out.wrk" >"$out.cpu"
   per_request "$b0" "$b1" "$out.wrk" >"$out.bcpu"
+  awk -v t="$(tail -1 "$out.wtime")" '/requests in/ { split(t, s, " "); printf "%.1f", (s[1] + s[2]) * 1e6 / $1 }' \
+    "$out.wrk" >"$out.wcpu"
   awk '/Non-2xx|Socket errors/ { $1 = $1; print }' "$out.wrk" >"$out.errors"
 }
 
@@ -103,6 +108,6 @@ run() {
 best() {
   local name="$1" rounds="$2" b
   b="$(for r in $(seq 1 "$rounds"); do echo "$(cat "$work/$name.$r.rps") $r"; done | sort -gr | head -1 | cut -d' ' -f2)"
-  for k in rps p50 p99 cpu bcpu errors; do cp "$work/$name.$b.$k" "$work/$name.$k"; done
+  for k in rps p50 p99 cpu bcpu wcpu errors; do cp "$work/$name.$b.$k" "$work/$name.$k"; done
   cat "$work/$name".*.rss | sort -gr | head -1 >"$work/$name.rss"
 }
