@@ -619,21 +619,29 @@ impl Started {
 struct Running {
     inline: bool,
     spawned: JoinSet<()>,
-    in_task: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// In-task deliveries not polled yet. Each is polled once on its own, and joins `in_task`
+    /// only if it has to wait: a delivery whose stack does not wait (a synchronous processor,
+    /// the memory transport) then costs no node, wake-up or queueing in the set.
+    fresh: Vec<Delivering>,
+    in_task: FuturesUnordered<Delivering>,
 }
+
+/// A delivery's future, as [`deliveries`] makes it.
+type Delivering = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Running {
     fn new(inline: bool) -> Self {
         Self {
             inline,
             spawned: JoinSet::new(),
+            fresh: Vec::new(),
             in_task: FuturesUnordered::new(),
         }
     }
 
-    fn start(&mut self, delivery: Pin<Box<dyn Future<Output = ()> + Send>>) {
+    fn start(&mut self, delivery: Delivering) {
         if self.inline {
-            self.in_task.push(delivery);
+            self.fresh.push(delivery);
         } else {
             self.spawned.spawn(delivery);
         }
@@ -646,13 +654,20 @@ impl Running {
         fut: F,
     ) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
-        let in_task = &mut self.in_task;
+        let Self { fresh, in_task, .. } = self;
         std::future::poll_fn(|cx| {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
             // (An empty set would still register the waker on each poll.)
             while !in_task.is_empty() && in_task.poll_next_unpin(cx).is_ready() {}
+            for mut delivery in fresh.drain(..) {
+                if delivery.as_mut().poll(cx).is_pending() {
+                    // It will wake this task, whose next poll polls it in the set (which
+                    // queues what it is given), and from then on it wakes the set.
+                    in_task.push(delivery);
+                }
+            }
             fut.as_mut().poll(cx).map(Some)
         })
         .await
@@ -660,6 +675,7 @@ impl Running {
 
     /// Completes once every delivery finished.
     async fn drain(&mut self) {
+        self.in_task.extend(self.fresh.drain(..));
         while self.in_task.next().await.is_some() {}
         while self.spawned.join_next().await.is_some() {}
     }
@@ -790,6 +806,9 @@ async fn settle(
         } => (run, &**recorded, *started),
     };
     let result = tokio::select! {
+        // The stack first: most deliveries finish in their first poll, before the shutdown
+        // signal is even looked at.
+        biased;
         r = run => r,
         () = cancel.wait_for(|c| *c).map(|_| ()) => {
             Box::pin(give_back(acker, event, attempt)).await;
