@@ -445,11 +445,18 @@ impl<Sub: Subscriber> Worker<Sub> {
 
         'run: loop {
             while tasks.spawned.try_join_next().is_some() {}
-            let permit = tasks
-                .until(&mut shutdown, Arc::clone(&permits).acquire_owned())
-                .await;
-            // `None`: shutting down (the semaphore is never closed).
-            let Some(Ok(permit)) = permit else { break };
+            // A free slot is taken at once; waiting for one runs the in-task deliveries and
+            // watches for shutdown meanwhile (so does the pull below, in any case).
+            let permit = if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                permit
+            } else {
+                let permit = tasks
+                    .until(&mut shutdown, Arc::clone(&permits).acquire_owned())
+                    .await;
+                // `None`: shutting down (the semaphore is never closed).
+                let Some(Ok(permit)) = permit else { break };
+                permit
+            };
             // A paused worker pulls nothing; a probing one, one delivery at a time.
             let probe = match &self.shared.pause {
                 None => None,
