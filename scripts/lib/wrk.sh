@@ -40,12 +40,13 @@ EOF
 pid=""
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start NAME PORT CMD...: start a server in the background and wait until it listens.
+# start NAME PORT CMD...: start a server in the background and wait until it listens (for
+# START_TRIES tenths of a second, 100 by default).
 start() {
   local name="$1" p="$2"; shift 2
   FIREFLY_LISTEN="127.0.0.1:$p" BENCH_ADDR="127.0.0.1:$p" RUST_LOG=warn "$@" >"$work/$name.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 "${START_TRIES:-100}"); do
     port_open "$p" && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -54,6 +55,21 @@ start() {
   return 1
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+
+# as_row NAME CMD...: runs CMD... with row NAME's server binary as its last argument and the
+# row's environment (the rows of scripts/bench and scripts/bench-instructions; `baseline` is
+# the binary at $baseline_bin).
+as_row() {
+  local name="$1"; shift
+  case "$name" in
+    bare | mpsc | ingest) "$@" "$bin_dir/$name" ;;
+    telemetry) FIREFLY_BENCH_TELEMETRY=on "$@" "$bin_dir/ingest" ;;
+    edge) FIREFLY_BENCH_EDGE=on "$@" "$bin_dir/ingest" ;;
+    gateway) FIREFLY_WORKER=on "$@" "$bin_dir/gateway" ;;
+    baseline) FIREFLY_WORKER=on "$@" "$baseline_bin" ;;
+    *) echo "bench: unknown row $name" >&2; exit 2 ;;
+  esac
+}
 
 # wrk prints latencies as 812.00us / 1.23ms / 1.01s; convert to milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN {
