@@ -390,18 +390,21 @@ impl TraceContext {
     /// Reads the `traceparent` and `tracestate` headers; `None` when `traceparent` is absent,
     /// malformed or sent more than once. Several `tracestate` headers form one list.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let mut parents = headers.get_all(TRACEPARENT).iter();
+        // Names made once: a `&str` is parsed into a header name on every lookup.
+        const PARENT: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+        const STATE: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
+        let mut parents = headers.get_all(&PARENT).iter();
         let parent = parents.next()?.to_str().ok()?;
         if parents.next().is_some() {
             return None;
         }
-        let mut states = headers.get_all(TRACESTATE).iter();
+        let mut states = headers.get_all(&STATE).iter();
         let state = match (states.next(), states.next()) {
             (None, _) => None,
             (Some(one), None) => one.to_str().ok().map(std::borrow::Cow::Borrowed),
             (Some(_), Some(_)) => {
                 let mut joined = String::new();
-                for value in headers.get_all(TRACESTATE) {
+                for value in headers.get_all(&STATE) {
                     if let Ok(v) = value.to_str() {
                         if !joined.is_empty() {
                             joined.push(',');

@@ -116,11 +116,88 @@ fn text(value: &str) -> Bytes {
     Bytes::copy_from_slice(value.as_bytes())
 }
 
-/// RFC 3339 with the offset as `Z`; infallible for the UTC times this crate produces.
+/// RFC 3339 with the offset as `Z`; see [`push_rfc3339`].
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+    let mut out = Vec::with_capacity(RFC3339_MAX);
+    push_rfc3339(&mut out, at);
+    // Only ASCII digits and punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The longest [`push_rfc3339`] writes: `2026-01-02T03:04:05.123456789Z`.
+const RFC3339_MAX: usize = 30;
+
+/// Appends `at` in UTC as RFC 3339, byte for byte as `time`'s [`Rfc3339`] formats it (the
+/// fraction of a second without trailing zeros, none for a whole second, the offset as
+/// `Z`), without its formatting machinery: this runs for every accepted request (the
+/// receipt's two times) and every message encoded. A year outside 0 to 9999, which RFC 3339
+/// cannot write, is written as the Unix timestamp instead.
+pub(crate) fn push_rfc3339(out: &mut Vec<u8>, at: OffsetDateTime) {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let Some(year) = u16::try_from(at.year()).ok().filter(|y| *y <= 9999) else {
+        let seconds = at.unix_timestamp();
+        if seconds < 0 {
+            out.push(b'-');
+        }
+        push_digits(out, seconds.unsigned_abs());
+        return;
+    };
+    let (hour, minute, second, nanos) = at.to_hms_nano();
+    let mut text = [0u8; RFC3339_MAX];
+    let [y0, y1] = two_digits(u32::from(year / 100));
+    let [y2, y3] = two_digits(u32::from(year));
+    let [mo0, mo1] = two_digits(u32::from(u8::from(at.month())));
+    let [d0, d1] = two_digits(u32::from(at.day()));
+    let [h0, h1] = two_digits(u32::from(hour));
+    let [mi0, mi1] = two_digits(u32::from(minute));
+    let [s0, s1] = two_digits(u32::from(second));
+    text[..19].copy_from_slice(&[
+        y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1,
+    ]);
+    let mut len = 19;
+    if nanos != 0 {
+        // Nine digits (nanos < 10^9), the first alone, then four pairs.
+        let [_, n0] = two_digits(nanos / 100_000_000);
+        let [n1, n2] = two_digits(nanos / 1_000_000);
+        let [n3, n4] = two_digits(nanos / 10_000);
+        let [n5, n6] = two_digits(nanos / 100);
+        let [n7, n8] = two_digits(nanos);
+        text[19..29].copy_from_slice(&[b'.', n0, n1, n2, n3, n4, n5, n6, n7, n8]);
+        len = 29;
+        while text[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    text[len] = b'Z';
+    out.extend_from_slice(&text[..=len]);
+}
+
+/// The last two decimal digits of `n`, in ASCII.
+fn two_digits(n: u32) -> [u8; 2] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    // n % 100 * 2 + 1 < 200: within the table.
+    let at = (n % 100) as usize * 2;
+    [PAIRS[at], PAIRS[at + 1]]
+}
+
+/// `n` in decimal.
+pub(crate) fn push_digits(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A single digit: the conversion cannot fail.
+        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or_default();
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Encodes an event's metadata as message headers, in a stable order: CloudEvents attributes
@@ -132,7 +209,9 @@ pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
     put("id", text(&event.id.to_string()));
     put("source", text(&event.path));
     put("type", Bytes::from_static(EVENT_TYPE.as_bytes()));
-    put("time", text(&rfc3339(event.received_at)));
+    let mut time = Vec::with_capacity(RFC3339_MAX);
+    push_rfc3339(&mut time, event.received_at);
+    put("time", Bytes::from(time));
     put("provider", text(&event.provider));
     put("correlationid", text(&event.correlation_id));
     if let Some(ip) = event.source_ip {
@@ -378,6 +457,59 @@ mod tests {
             .with_query(Some("a=1&b=2".into()))
             .with_source_ip(Some("203.0.113.9".parse().unwrap()))
             .with_correlation_id("req-1")
+    }
+
+    #[test]
+    fn times_are_written_as_time_formats_them() {
+        let check = |at: OffsetDateTime| {
+            let mut written = Vec::new();
+            push_rfc3339(&mut written, at);
+            let expected = at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), expected, "{at:?}");
+            assert_eq!(rfc3339(at), expected);
+            assert_eq!(OffsetDateTime::parse(&expected, &Rfc3339).unwrap(), at);
+        };
+        // Every number of trailing zeros in the fraction, and none.
+        let second = OffsetDateTime::from_unix_timestamp(1_767_323_045).unwrap();
+        for nanos in [
+            0,
+            1,
+            10,
+            120,
+            1_000,
+            12_340,
+            100_000,
+            1_200_000,
+            10_000_000,
+            120_000_000,
+            123_456_789,
+            999_999_999,
+        ] {
+            check(second + time::Duration::nanoseconds(nanos));
+        }
+        // Both ends of the four-digit years, leap days, an offset other than UTC, and a
+        // spread of times in between.
+        check(OffsetDateTime::from_unix_timestamp(-62_167_219_200).unwrap()); // 0000-01-01
+        check(time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC));
+        check(time::macros::datetime!(2024-02-29 00:00:00 UTC));
+        check(time::macros::datetime!(2026-03-01 01:02:03.5 +05:30));
+        let mut seconds: i64 = -62_167_219_200;
+        let mut nanos: i64 = 7;
+        while seconds < 253_402_300_799 {
+            check(
+                OffsetDateTime::from_unix_timestamp(seconds).unwrap()
+                    + time::Duration::nanoseconds(nanos),
+            );
+            seconds += 86_399 * 367 + 12_345;
+            nanos = (nanos * 31 + 17) % 1_000_000_000;
+        }
+        // Outside RFC 3339's years: the Unix timestamp.
+        let year_minus_one = OffsetDateTime::from_unix_timestamp(-62_198_755_200).unwrap();
+        assert_eq!(rfc3339(year_minus_one), "-62198755200");
+        // (Year 10,000 exists only with `time`'s `large-dates`.)
+        if let Ok(year_10000) = OffsetDateTime::from_unix_timestamp(253_402_300_800) {
+            assert_eq!(rfc3339(year_10000), "253402300800");
+        }
     }
 
     fn as_refs(h: &[WireHeader]) -> impl Iterator<Item = (&str, &[u8])> {

@@ -78,6 +78,9 @@ to_ms() { awk -v v="$1" 'BEGIN {
   printf "%.3f", n }'; }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# preemptions PID: how often the kernel has taken the CPU from PID's threads while they could
+# still run (involuntary context switches, summed over the threads).
+preemptions() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 
 # per_request A B FILE: CPU ticks B - A as microseconds per request of the wrk output FILE.
 per_request() {
@@ -85,23 +88,34 @@ per_request() {
     '/requests in/ { printf "%.1f", (b - a) * 1e6 / tck / $1 }' "$3"
 }
 
+# load ARGS...: wrk, under the scheduling policy that BENCH_WRK_SCHED names (chrt's: `batch`,
+# `other`, `idle`; unset: the shell's own). With `batch`, a wrk thread that a response wakes no
+# longer preempts the server thread that wrote it, which costs a server that is never idle (the
+# gateway, whose worker takes the time between requests) far more than one that often waits.
+load() {
+  if [ -n "${BENCH_WRK_SCHED:-}" ]; then chrt --"$BENCH_WRK_SCHED" 0 wrk "$@"; else wrk "$@"; fi
+}
+
 # run NAME ROUND PORT CMD...: start the server, warm up, measure; figures in $work/NAME.ROUND.*
 # (rps: 2xx answers per second; p50, p99: ms; rss: peak MB; cpu: server CPU us per request;
-# wcpu: wrk's CPU us per request; bcpu: with BROKER_PID set, that process's CPU us per request).
+# wcpu: wrk's CPU us per request; pre: the server's preemptions per request; bcpu: with
+# BROKER_PID set, that process's CPU us per request).
 run() {
   local name="$1" round="$2" p="$3"; shift 3
   local out="$work/$name.$round"
   start "$name" "$p" "$@" || { echo "bench: $name did not start" >&2; cat "$work/$name.log" >&2; exit 1; }
   local url="http://127.0.0.1:$p/api/v1/webhook/github"
-  wrk -t"$threads" -c"$conns" -d"$warmup" -s "$work/post.lua" "$url" >/dev/null
-  local c0 c1 b0=0 b1=0
+  load -t"$threads" -c"$conns" -d"$warmup" -s "$work/post.lua" "$url" >/dev/null
+  local c0 c1 b0=0 b1=0 x0 x1
   c0="$(cpu_ticks "$pid")"
+  x0="$(preemptions "$pid")"
   if [ -n "${BROKER_PID:-}" ]; then b0="$(cpu_ticks "$BROKER_PID")"; fi
   # wrk's own CPU time too (bash's `time` keyword, as user and system seconds): the load tool
   # shares the cores, and what it spends a request grows as the server slows down.
   local TIMEFORMAT='%U %S'
-  { time wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/post.lua" "$url" >"$out.wrk"; } 2>"$out.wtime"
+  { time load -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/post.lua" "$url" >"$out.wrk"; } 2>"$out.wtime"
   c1="$(cpu_ticks "$pid")"
+  x1="$(preemptions "$pid")"
   if [ -n "${BROKER_PID:-}" ]; then b1="$(cpu_ticks "$BROKER_PID")"; fi
   awk '/^VmHWM/ { printf "%.1f\n", $2 / 1024 }' "/proc/$pid/status" >"$out.rss"
   stop
@@ -116,6 +130,7 @@ run() {
   per_request "$b0" "$b1" "$out.wrk" >"$out.bcpu"
   awk -v t="$(tail -1 "$out.wtime")" '/requests in/ { split(t, s, " "); printf "%.1f", (s[1] + s[2]) * 1e6 / $1 }' \
     "$out.wrk" >"$out.wcpu"
+  awk -v n=$((x1 - x0)) '/requests in/ { printf "%.3f", n / $1 }' "$out.wrk" >"$out.pre"
   awk '/Non-2xx|Socket errors/ { $1 = $1; print }' "$out.wrk" >"$out.errors"
 }
 
@@ -124,6 +139,6 @@ run() {
 best() {
   local name="$1" rounds="$2" b
   b="$(for r in $(seq 1 "$rounds"); do echo "$(cat "$work/$name.$r.rps") $r"; done | sort -gr | head -1 | cut -d' ' -f2)"
-  for k in rps p50 p99 cpu bcpu wcpu errors; do cp "$work/$name.$b.$k" "$work/$name.$k"; done
+  for k in rps p50 p99 cpu bcpu wcpu pre errors; do cp "$work/$name.$b.$k" "$work/$name.$k"; done
   cat "$work/$name".*.rss | sort -gr | head -1 >"$work/$name.rss"
 }
