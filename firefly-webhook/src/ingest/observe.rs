@@ -169,10 +169,13 @@ pub(super) fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
+/// The [`metric::OUTCOME`] of a publish the broker confirmed.
+const OK: &str = "ok";
+
 /// The [`metric::OUTCOME`] label of a publish.
 pub(super) fn publish_outcome(result: &Result<impl Sized, PublishError>) -> &'static str {
     match result {
-        Ok(_) => "ok",
+        Ok(_) => OK,
         Err(PublishError::Unavailable(_)) => "unavailable",
         Err(PublishError::Overloaded) => "overloaded",
         Err(PublishError::TimedOut(_)) => "timed_out",
@@ -189,6 +192,9 @@ pub(super) struct Recorded {
     rejected_receipts: OnceLock<Counter>,
     rejected: Handles<(SharedString, &'static str), Counter>,
     publish: Handles<(&'static str, &'static str), Histogram>,
+    /// The histogram of the first transport's successful publishes, the one nearly every
+    /// request records into: found without a lookup in `publish`.
+    published: OnceLock<(&'static str, Histogram)>,
     in_flight: OnceLock<Gauge>,
 }
 
@@ -250,17 +256,26 @@ impl Recorded {
 
     /// Records a publish's duration in [`metric::INGEST_PUBLISH_SECONDS`].
     pub(super) fn publish(&self, transport: &'static str, outcome: &'static str, seconds: f64) {
-        self.publish.with(
-            &(transport, outcome),
-            |(t, o)| {
-                metrics::histogram!(
-                    metric::INGEST_PUBLISH_SECONDS,
-                    metric::TRANSPORT => *t,
-                    metric::OUTCOME => *o,
-                )
-            },
-            |histogram| histogram.record(seconds),
-        );
+        let register = |(t, o): &(&'static str, &'static str)| {
+            metrics::histogram!(
+                metric::INGEST_PUBLISH_SECONDS,
+                metric::TRANSPORT => *t,
+                metric::OUTCOME => *o,
+            )
+        };
+        if outcome == OK {
+            let (first, histogram) = self
+                .published
+                .get_or_init(|| (transport, register(&(transport, OK))));
+            if *first == transport {
+                histogram.record(seconds);
+                return;
+            }
+        }
+        self.publish
+            .with(&(transport, outcome), register, |histogram| {
+                histogram.record(seconds);
+            });
     }
 
     /// Counts, logs and answers a refusal.

@@ -94,9 +94,31 @@ pub(super) struct State {
 }
 
 struct Gauges {
-    bytes: metrics::Gauge,
-    events: metrics::Gauge,
-    dead_letters: metrics::Gauge,
+    bytes: Reported,
+    events: Reported,
+    dead_letters: Reported,
+}
+
+/// A gauge and the value last set on it. An unchanged value is not set again: each set writes
+/// to memory that the threads publishing and the threads acking hand back and forth, and the
+/// dead-letter count, for one, stays the same for almost every event.
+struct Reported {
+    gauge: metrics::Gauge,
+    last: Option<usize>,
+}
+
+impl Reported {
+    fn new(gauge: metrics::Gauge) -> Self {
+        Self { gauge, last: None }
+    }
+
+    fn set(&mut self, value: usize) {
+        if self.last != Some(value) {
+            self.last = Some(value);
+            #[allow(clippy::cast_precision_loss)] // a gauge; precise well beyond any budget
+            self.gauge.set(value as f64);
+        }
+    }
 }
 
 impl State {
@@ -314,16 +336,13 @@ impl State {
 
     fn report(&mut self, evicted: u64) {
         let gauges = self.gauges.get_or_insert_with(|| Gauges {
-            bytes: metrics::gauge!(metric::MEMORY_QUEUE_BYTES),
-            events: metrics::gauge!(metric::MEMORY_QUEUE_EVENTS),
-            dead_letters: metrics::gauge!(metric::MEMORY_DEAD_LETTERS),
+            bytes: Reported::new(metrics::gauge!(metric::MEMORY_QUEUE_BYTES)),
+            events: Reported::new(metrics::gauge!(metric::MEMORY_QUEUE_EVENTS)),
+            dead_letters: Reported::new(metrics::gauge!(metric::MEMORY_DEAD_LETTERS)),
         });
-        #[allow(clippy::cast_precision_loss)] // a gauge; precise well beyond any budget
-        {
-            gauges.bytes.set(self.bytes as f64);
-            gauges.events.set(self.events as f64);
-            gauges.dead_letters.set(self.dead.len() as f64);
-        }
+        gauges.bytes.set(self.bytes);
+        gauges.events.set(self.events);
+        gauges.dead_letters.set(self.dead.len());
         if evicted > 0 {
             metrics::counter!(metric::MEMORY_DEAD_LETTERS_EVICTED_TOTAL).increment(evicted);
         }
@@ -390,6 +409,27 @@ mod tests {
             queue_capacity,
             dead_letters,
         }
+    }
+
+    #[test]
+    fn gauges_are_set_when_their_value_changes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Default)]
+        struct Sets(AtomicUsize);
+        impl metrics::GaugeFn for Sets {
+            fn increment(&self, _: f64) {}
+            fn decrement(&self, _: f64) {}
+            fn set(&self, _: f64) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let sets = Arc::new(Sets::default());
+        let mut reported = Reported::new(metrics::Gauge::from_arc(sets.clone()));
+        for value in [0, 0, 3, 3, 3, 0, 0] {
+            reported.set(value);
+        }
+        // The first value, then each change: 0, 3, 0.
+        assert_eq!(sets.0.load(Ordering::Relaxed), 3);
     }
 
     fn event(body: &str) -> WebhookEvent {
