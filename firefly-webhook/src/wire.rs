@@ -133,8 +133,13 @@ const RFC3339_MAX: usize = 30;
 /// receipt's two times) and every message encoded. A year outside 0 to 9999, which RFC 3339
 /// cannot write, is written as the Unix timestamp instead.
 pub(crate) fn push_rfc3339(out: &mut Vec<u8>, at: OffsetDateTime) {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let Some(year) = u16::try_from(at.year()).ok().filter(|y| *y <= 9999) else {
+    // A time near either end of `time`'s range can fall outside it in UTC (a decoded
+    // `ce_time` of 9999-12-31T23:00:00-05:00): written as its Unix timestamp too.
+    let utc = at.checked_to_offset(time::UtcOffset::UTC);
+    let Some((at, year)) = utc.and_then(|at| {
+        let year = u16::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+        Some((at, year))
+    }) else {
         let seconds = at.unix_timestamp();
         if seconds < 0 {
             out.push(b'-');
@@ -506,6 +511,9 @@ mod tests {
         // Outside RFC 3339's years: the Unix timestamp.
         let year_minus_one = OffsetDateTime::from_unix_timestamp(-62_198_755_200).unwrap();
         assert_eq!(rfc3339(year_minus_one), "-62198755200");
+        // A time whose UTC is past 9999 (`to_offset` would panic on it).
+        let late = time::macros::datetime!(9999-12-31 23:00:00 -05:00);
+        assert_eq!(rfc3339(late), late.unix_timestamp().to_string());
         // (Year 10,000 exists only with `time`'s `large-dates`.)
         if let Ok(year_10000) = OffsetDateTime::from_unix_timestamp(253_402_300_800) {
             assert_eq!(rfc3339(year_10000), "253402300800");
