@@ -214,9 +214,7 @@ pub fn encode(event: &WebhookEvent, binding: Binding) -> Vec<WireHeader> {
     put("id", text(&event.id.to_string()));
     put("source", text(&event.path));
     put("type", Bytes::from_static(EVENT_TYPE.as_bytes()));
-    let mut time = Vec::with_capacity(RFC3339_MAX);
-    push_rfc3339(&mut time, event.received_at);
-    put("time", Bytes::from(time));
+    put("time", Bytes::from(rfc3339(event.received_at)));
     put("provider", text(&event.provider));
     put("correlationid", text(&event.correlation_id));
     if let Some(ip) = event.source_ip {

@@ -80,7 +80,7 @@ to_ms() { awk -v v="$1" 'BEGIN {
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # preemptions PID: how often the kernel has taken the CPU from PID's threads while they could
 # still run (involuntary context switches, summed over the threads).
-preemptions() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
+preemptions() { awk '/^nonvoluntary_ctxt_switches/ { n += $2 } END { print n + 0 }' /proc/"$1"/task/*/status 2>/dev/null; }
 
 # per_request A B FILE: CPU ticks B - A as microseconds per request of the wrk output FILE.
 per_request() {
