@@ -383,15 +383,20 @@ impl Subscriber for MemorySubscriber {
                 }
                 taken.due
             };
-            match due {
-                Some(due) => {
-                    tokio::select! {
-                        () = notified => {}
-                        () = tokio::time::sleep_until(due) => {}
-                    }
+            if let Some(due) = due {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(due) => {}
                 }
-                None => notified.await,
+            } else {
+                notified.await;
             }
+            // Woken by a publish, this task would run next on that thread (tokio's LIFO slot)
+            // and take that one event, then wait and be woken again for the next: a wake-up,
+            // a poll and a waiter registration per event. Let the tasks already waiting to run
+            // go first (under load, the requests that publish), then take what they queued
+            // one after another.
+            tokio::task::yield_now().await;
         }
     }
 }

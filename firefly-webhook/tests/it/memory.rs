@@ -331,6 +331,53 @@ async fn a_dropped_delivery_releases_its_bytes() {
     assert!(broker.is_empty());
 }
 
+/// A subscriber woken from an empty queue lets the tasks already waiting to run publish first,
+/// then takes what they queued one after another, instead of being woken (and polled, and
+/// registered as a waiter again) once per event. One worker thread, as tokio runs a woken task
+/// next on the thread that woke it: without that turn, the subscriber would take the first
+/// event before the other publishers ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_woken_subscriber_takes_what_the_waiting_publishers_queued_in_one_go() {
+    const PUBLISHERS: usize = 5;
+    let broker = MemoryBroker::new(100);
+    let mut subscriber = broker.subscriber_all();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let queued = broker.clone();
+    let consumer = tokio::spawn(async move {
+        for _ in 0..PUBLISHERS {
+            let delivery = next(&mut subscriber).await;
+            // How many were still queued when this one was taken.
+            seen_tx.send(queued.len("acme")).unwrap();
+            delivery.ack().await.unwrap();
+        }
+    });
+    // The consumer waits on the empty queue (were it still starting, it would find the events
+    // queued and take them in one go all the same).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // All publishers are queued on the worker thread before the first runs.
+    let publisher = broker.publisher();
+    tokio::spawn(async move {
+        for i in 0..PUBLISHERS {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                publisher
+                    .publish("acme", event(&i.to_string()))
+                    .await
+                    .unwrap();
+            });
+        }
+    })
+    .await
+    .unwrap();
+    consumer.await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(left) = seen_rx.recv().await {
+        seen.push(left);
+    }
+    assert_eq!(seen, (0..PUBLISHERS).rev().collect::<Vec<_>>());
+    assert!(broker.is_empty());
+}
+
 #[test]
 #[allow(clippy::float_cmp, clippy::cast_precision_loss)] // small integers, exactly
 fn the_budget_is_reported_as_metrics() {
