@@ -339,6 +339,10 @@ impl Publisher for MemoryPublisher {
 }
 
 /// Receives from a [`MemoryBroker`].
+///
+/// Woken from an empty queue, [`next`](Subscriber::next) yields once before it takes an event,
+/// so the tasks already waiting to run (under load, the requests that publish) go first and a
+/// worker takes their events one after another instead of being woken for each.
 pub struct MemorySubscriber {
     shared: Arc<Shared>,
     destinations: Option<Vec<Arc<str>>>,
