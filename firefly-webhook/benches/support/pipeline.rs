@@ -135,9 +135,7 @@ fn pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     let body: &'static [u8] = Box::leak(vec![b'x'; 1500].into_boxed_slice());
-    let mut group = c.benchmark_group(super::GROUP);
-    group.sample_size(10);
-    for (name, keys, inline, backlog) in [
+    let rows = [
         ("idempotency+retry", Keys::BodyDigest, false, EVENTS),
         ("idempotency+retry, in task", Keys::BodyDigest, true, EVENTS),
         (
@@ -159,7 +157,21 @@ fn pipeline(c: &mut Criterion) {
             true,
             EVENTS,
         ),
-    ] {
+    ];
+    // `PIPELINE_ONCE=<row>`: that row's backlog through the pipeline once, and no measurement:
+    // `scripts/bench-instructions` counts its instructions under callgrind.
+    if let Ok(once) = std::env::var("PIPELINE_ONCE") {
+        let (_, keys, inline, backlog) = rows
+            .into_iter()
+            .find(|row| row.0 == once)
+            .unwrap_or_else(|| panic!("PIPELINE_ONCE: no row named {once:?}"));
+        rt.block_on(run_once(events(backlog, body), keys, inline));
+        eprintln!("pipeline once: {backlog} events");
+        return;
+    }
+    let mut group = c.benchmark_group(super::GROUP);
+    group.sample_size(10);
+    for (name, keys, inline, backlog) in rows {
         group.throughput(Throughput::Elements(backlog));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
