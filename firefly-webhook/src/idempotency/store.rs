@@ -213,7 +213,7 @@ impl Slot {
 /// one pair in 2^128).
 type Digest = u128;
 
-/// Digests keys and tokens (see [`Digest`]).
+/// Digests keys (see [`Digest`]) and hashes tokens (see [`owner`](Self::owner)).
 struct Digests {
     /// Keyed, with nothing written yet: each digest starts from a copy.
     keyed: SipHasher13,
