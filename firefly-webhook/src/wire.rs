@@ -190,19 +190,8 @@ fn two_digits(n: u32) -> [u8; 2] {
 }
 
 /// `n` in decimal.
-pub(crate) fn push_digits(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // A single digit: the conversion cannot fail.
-        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or_default();
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+pub(crate) fn push_digits(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Encodes an event's metadata as message headers, in a stable order: CloudEvents attributes

@@ -145,8 +145,16 @@ impl ReceiptWriter {
 /// A JSON string, escaped as serde_json does.
 fn push_str(buf: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    buf.push(b'"');
     let bytes = s.as_bytes();
+    // Provider names and destinations have nothing to escape: copied in one go.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        buf.reserve(bytes.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
+    buf.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short = match b {

@@ -223,30 +223,41 @@ impl State {
         names: Option<&[Arc<str>]>,
         cursor: &mut Cursor,
     ) -> Option<(Arc<str>, Entry)> {
-        let name = match (names, cursor) {
+        let (name, queue) = match (names, cursor) {
             (Some(names), Cursor::Index(next)) => {
                 let found = (0..names.len())
                     .map(|i| (*next + i) % names.len())
                     .find(|&i| self.queues.contains_key(&names[i]))?;
                 *next = (found + 1) % names.len();
-                names[found].clone()
+                let name = names[found].clone();
+                let queue = self.queues.get_mut(&name)?;
+                (name, queue)
             }
             (_, cursor) => {
                 let after = match cursor {
                     Cursor::After(Some(last)) => Bound::Excluded(&**last),
                     _ => Bound::Unbounded,
                 };
-                let name = self
+                // The first queue after the cursor's, else the first of all (round again).
+                let wraps = self
                     .queues
                     .range::<str, _>((after, Bound::Unbounded))
                     .next()
-                    .or_else(|| self.queues.iter().next())
-                    .map(|(name, _)| name.clone())?;
-                *cursor = Cursor::After(Some(Arc::clone(&name)));
-                name
+                    .is_none();
+                let (name, queue) = if wraps {
+                    self.queues.iter_mut().next()?
+                } else {
+                    self.queues
+                        .range_mut::<str, _>((after, Bound::Unbounded))
+                        .next()?
+                };
+                // A destination served again (the only one, say) keeps its place as it is.
+                if !matches!(cursor, Cursor::After(Some(last)) if Arc::ptr_eq(last, name)) {
+                    *cursor = Cursor::After(Some(Arc::clone(name)));
+                }
+                (Arc::clone(name), queue)
             }
         };
-        let queue = self.queues.get_mut(&name)?;
         let entry = queue.pop_front()?;
         if queue.is_empty() {
             // Provider names come and go (without an allowlist, any client can invent one).
