@@ -1,5 +1,6 @@
 //! [`IdempotencyLayer`]: claim the event's key before processing, mark it done after.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::key::IdempotencyKeys;
-use super::store::{Claim, FencingToken, IdempotencyStore, StoreError};
+use super::store::{Claim, FencingToken, IdempotencyStore, MemoryStore, StoreError};
 use crate::BoxFuture;
 use crate::metric;
 use crate::process::{Job, Outcome, ProcessError};
@@ -80,7 +81,7 @@ impl Default for IdempotencyConfig {
 /// with its settings and the [`IdempotencyKeys`] that name each event.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
-    store: Arc<dyn IdempotencyStore>,
+    store: Store,
     config: IdempotencyConfig,
     keys: IdempotencyKeys,
 }
@@ -101,12 +102,25 @@ impl fmt::Debug for IdempotencyLayer {
 
 impl IdempotencyLayer {
     /// A layer over `store` with default TTLs.
-    pub fn new(store: impl IdempotencyStore) -> Self {
-        Self::from_arc(Arc::new(store))
+    pub fn new<S: IdempotencyStore>(store: S) -> Self {
+        let store = Arc::new(store);
+        let store = match (Arc::clone(&store) as Arc<dyn Any + Send + Sync>).downcast() {
+            Ok(memory) => Store::Memory(memory),
+            Err(_) => Store::Other(store),
+        };
+        Self::with_store(store)
     }
 
     /// A layer over a shared store.
+    ///
+    /// The layer calls a store through the [`IdempotencyStore`] trait, whose methods return a
+    /// boxed future each; a [`MemoryStore`] given to [`new`](Self::new) is called directly
+    /// instead, two allocations fewer an event. One given here is called through the trait.
     pub fn from_arc(store: Arc<dyn IdempotencyStore>) -> Self {
+        Self::with_store(Store::Other(store))
+    }
+
+    fn with_store(store: Store) -> Self {
         Self {
             store,
             config: IdempotencyConfig::default(),
@@ -154,8 +168,45 @@ impl<S> Layer<S> for IdempotencyLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Idempotency {
             inner,
-            store: Arc::clone(&self.store),
+            store: self.store.clone(),
             config: self.config,
+        }
+    }
+}
+
+/// The layer's store. The in-process [`MemoryStore`] answers claims and completions at once,
+/// so the layer calls it directly, without the boxed future of each of the trait's methods
+/// (an allocation, and a copy of the call's state into it): two an event.
+#[derive(Clone)]
+enum Store {
+    Memory(Arc<MemoryStore>),
+    Other(Arc<dyn IdempotencyStore>),
+}
+
+impl Store {
+    fn get(&self) -> &dyn IdempotencyStore {
+        match self {
+            Self::Memory(store) => &**store,
+            Self::Other(store) => &**store,
+        }
+    }
+
+    async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.claim_now(key, lock_ttl)),
+            Self::Other(store) => store.claim(key, lock_ttl).await,
+        }
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        processed_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.complete_now(key, token, processed_ttl),
+            Self::Other(store) => store.complete(key, token, processed_ttl).await,
         }
     }
 }
@@ -164,7 +215,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub struct Idempotency<S> {
     inner: S,
-    store: Arc<dyn IdempotencyStore>,
+    store: Store,
     config: IdempotencyConfig,
 }
 
@@ -206,7 +257,7 @@ where
     fn call(&mut self, mut job: Job) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = Arc::clone(&self.store);
+        let store = self.store.clone();
         let config = self.config;
         Box::pin(async move {
             // The job moves into the inner service; the key stays here, shared.
@@ -241,7 +292,7 @@ where
             // and the renewal loop (boxed) is built only for the processors that last that long.
             let renewals = async {
                 tokio::time::sleep_until(claimed_at + renewal_period(config.lock_ttl)).await;
-                Box::pin(hold(&*store, key, &token, config.lock_ttl, claimed_at)).await
+                Box::pin(hold(store.get(), key, &token, config.lock_ttl, claimed_at)).await
             };
             let result = tokio::select! {
                 biased;
@@ -266,7 +317,7 @@ where
                 }
                 // Boxed: failures are the exception, and the future of every call would
                 // otherwise keep room for this branch's state.
-                Err(err) => Box::pin(fail(&*store, key, &token, err, config.failure_ttl)).await,
+                Err(err) => Box::pin(fail(store.get(), key, &token, err, config.failure_ttl)).await,
             }
             result
         })
@@ -339,5 +390,50 @@ async fn hold(
             Err(_) => return "the lock expired before it could be renewed",
         }
         tokio::time::sleep_until((sent + every).min(valid_until)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_process_store_is_called_directly() {
+        let layer = IdempotencyLayer::new(MemoryStore::new());
+        assert!(matches!(layer.store, Store::Memory(_)));
+        let shared: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
+        assert!(matches!(
+            IdempotencyLayer::from_arc(shared).store,
+            Store::Other(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn directly_or_through_the_trait_the_store_answers_alike() {
+        let ttl = Duration::from_secs(60);
+        for store in [
+            Store::Memory(Arc::new(MemoryStore::new())),
+            Store::Other(Arc::new(MemoryStore::new())),
+        ] {
+            let Ok(Claim::Acquired(token)) = store.claim("k", ttl).await else {
+                panic!("the first claim acquires");
+            };
+            assert!(matches!(
+                store.claim("k", ttl).await,
+                Ok(Claim::InProgress { .. })
+            ));
+            let stranger = FencingToken::random();
+            assert!(matches!(
+                store.complete("k", &stranger, ttl).await,
+                Err(StoreError::Fenced)
+            ));
+            store.complete("k", &token, ttl).await.unwrap();
+            assert!(matches!(store.claim("k", ttl).await, Ok(Claim::Completed)));
+            // Completed: the lock is gone, its token with it.
+            assert!(matches!(
+                store.complete("k", &token, ttl).await,
+                Err(StoreError::Fenced)
+            ));
+        }
     }
 }

@@ -386,6 +386,71 @@ impl MemoryStore {
         }
     }
 
+    /// [`claim`](IdempotencyStore::claim), answered at once: the
+    /// [`IdempotencyLayer`](super::IdempotencyLayer) calls this directly, without the boxed
+    /// future of the trait's method.
+    pub(crate) fn claim_now(&self, key: &str, lock_ttl: Duration) -> Claim {
+        let digest = self.digests.key(key);
+        let now = self.now();
+        let mut slots = lock(&self.slots);
+        match slots.get(&digest) {
+            Some(s) if s.until > now && s.is_processed() => return Claim::Completed,
+            Some(s) if s.until > now => {
+                return Claim::InProgress {
+                    retry_after: Some(Duration::from_nanos(s.until - now)),
+                };
+            }
+            None if slots.len() >= self.capacity => Self::evict(&mut slots, now, self.capacity),
+            // Expired (replaced below), or room to spare.
+            Some(_) | None => {}
+        }
+        // Only once the claim is known to succeed: a duplicate costs no token.
+        let token = FencingToken::random();
+        let owner = self.digests.owner(&token);
+        slots.insert(
+            digest,
+            Slot {
+                until: now.saturating_add(nanos(lock_ttl)),
+                owner,
+            },
+        );
+        Claim::Acquired(token)
+    }
+
+    /// [`complete`](IdempotencyStore::complete), answered at once (see [`claim_now`](Self::claim_now)).
+    pub(crate) fn complete_now(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        processed_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.update_owned(key, token, |slot, now| {
+            *slot = Slot {
+                until: now.saturating_add(nanos(processed_ttl)),
+                owner: Slot::PROCESSED,
+            };
+        })
+    }
+
+    /// Applies `update` (with the time now) to `key`'s slot if `token` owns it and it has not
+    /// expired; fails with [`StoreError::Fenced`] otherwise.
+    fn update_owned(
+        &self,
+        key: &str,
+        token: &FencingToken,
+        update: impl FnOnce(&mut Slot, u64),
+    ) -> Result<(), StoreError> {
+        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
+        let now = self.now();
+        match lock(&self.slots).get_mut(&digest) {
+            Some(s) if s.owner == owner && s.until > now => {
+                update(s, now);
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced),
+        }
+    }
+
     /// Now, in nanoseconds since the epoch.
     fn now(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.epoch))
@@ -446,31 +511,7 @@ fn nanos(d: Duration) -> u64 {
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lock_ttl: Duration) -> Result<Claim, StoreError> {
-        let digest = self.digests.key(key);
-        let now = self.now();
-        let mut slots = lock(&self.slots);
-        match slots.get(&digest) {
-            Some(s) if s.until > now && s.is_processed() => return Ok(Claim::Completed),
-            Some(s) if s.until > now => {
-                return Ok(Claim::InProgress {
-                    retry_after: Some(Duration::from_nanos(s.until - now)),
-                });
-            }
-            None if slots.len() >= self.capacity => Self::evict(&mut slots, now, self.capacity),
-            // Expired (replaced below), or room to spare.
-            Some(_) | None => {}
-        }
-        // Only once the claim is known to succeed: a duplicate costs no token.
-        let token = FencingToken::random();
-        let owner = self.digests.owner(&token);
-        slots.insert(
-            digest,
-            Slot {
-                until: now.saturating_add(nanos(lock_ttl)),
-                owner,
-            },
-        );
-        Ok(Claim::Acquired(token))
+        Ok(self.claim_now(key, lock_ttl))
     }
 
     async fn renew(
@@ -479,15 +520,9 @@ impl IdempotencyStore for MemoryStore {
         token: &FencingToken,
         lock_ttl: Duration,
     ) -> Result<(), StoreError> {
-        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
-        let now = self.now();
-        match lock(&self.slots).get_mut(&digest) {
-            Some(s) if s.owner == owner && s.until > now => {
-                s.until = now.saturating_add(nanos(lock_ttl));
-                Ok(())
-            }
-            _ => Err(StoreError::Fenced),
-        }
+        self.update_owned(key, token, |slot, now| {
+            slot.until = now.saturating_add(nanos(lock_ttl));
+        })
     }
 
     async fn complete(
@@ -496,18 +531,7 @@ impl IdempotencyStore for MemoryStore {
         token: &FencingToken,
         processed_ttl: Duration,
     ) -> Result<(), StoreError> {
-        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
-        let now = self.now();
-        match lock(&self.slots).get_mut(&digest) {
-            Some(s) if s.owner == owner && s.until > now => {
-                *s = Slot {
-                    until: now.saturating_add(nanos(processed_ttl)),
-                    owner: Slot::PROCESSED,
-                };
-                Ok(())
-            }
-            _ => Err(StoreError::Fenced),
-        }
+        self.complete_now(key, token, processed_ttl)
     }
 
     async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
