@@ -187,6 +187,10 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery settled through `acker`.
+    // Inline: it takes the whole event by value, which a call would copy once more (the memory
+    // subscriber's share of an event, 1,290 → 1,112 instructions when the compiler stopped
+    // inlining it on its own).
+    #[inline]
     pub fn new(
         event: WebhookEvent,
         destination: impl Into<Arc<str>>,
