@@ -5,6 +5,7 @@
 // event, dead_letter, metric → publish, subscribe, process → broker, wire, memory →
 // ingest, verify, idempotency, health → worker, serve.
 pub mod dead_letter;
+mod done;
 pub mod event;
 mod handles;
 pub mod metric;

@@ -26,6 +26,17 @@ pub trait Subscriber: Send + 'static {
     /// calls `next` again, so implementations should reconnect by themselves.
     async fn next(&mut self) -> Option<Result<Delivery, SubscribeError>>;
 
+    /// A delivery at hand now, without waiting: `None` when there is none (or the transport
+    /// cannot tell without waiting), and the worker then awaits [`next`](Self::next), which
+    /// also reports errors and the end of the subscription.
+    ///
+    /// A [`Worker`](crate::worker::Worker) tries this first for each delivery, so that a
+    /// transport holding a backlog in memory hands it out without a boxed future for each
+    /// one. Returns `None` by default.
+    fn try_next(&mut self) -> Option<Delivery> {
+        None
+    }
+
     /// The consumer stops pulling (a [`Worker`](crate::worker::Worker) calls this when it
     /// shuts down, before it waits for the deliveries in flight): no `next` call follows, and
     /// the deliveries handed out are still settled. A transport that waits out retry delays
@@ -45,6 +56,10 @@ impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
         Self: 'async_trait,
     {
         (**self).next()
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        (**self).try_next()
     }
 
     fn stop(&mut self) {

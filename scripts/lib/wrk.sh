@@ -22,18 +22,24 @@ wrk.body = [==[$body]==]
 -- so one identical body would be claimed once and skipped ever after.) The first "number" of
 -- the body becomes a per-request counter of the same width.
 -- (Each wrk thread has its own Lua state with the same unseeded random sequence, so the thread
--- number comes from setup(), which runs once per thread in the main state.)
+-- number comes from setup(), which runs once per thread in the main state.) Each run of wrk
+-- also draws a run number of its own: the warm-up and the measured run go to one server, whose
+-- worker would otherwise skip the measured run's first requests as duplicates of the warm-up's.
 local threads = 0
 function setup(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
+local urandom = io.open("/dev/urandom", "rb")
+local bytes = urandom:read(3)
+urandom:close()
+local run = bytes:byte(1) * 65536 + bytes:byte(2) * 256 + bytes:byte(3)
 local head, tail = wrk.body:match('^(.-"number":)%d+(.*)$')
 local n = 0
 request = function()
   n = n + 1
-  wrk.headers["X-GitHub-Delivery"] = tid .. "-" .. n
-  return wrk.format(nil, nil, nil, head .. string.format("%d%09d", tid, n) .. tail)
+  wrk.headers["X-GitHub-Delivery"] = tid .. "-" .. run .. "-" .. n
+  return wrk.format(nil, nil, nil, head .. string.format("%d%08d%09d", tid, run, n) .. tail)
 end
 EOF
 

@@ -59,12 +59,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::state::{Cursor, State};
 use crate::broker::Broker;
 use crate::dead_letter::DeadLetter;
+use crate::done::DoneOk;
 use crate::event::WebhookEvent;
 use crate::publish::{PublishError, Publisher, Storage};
 use crate::subscribe::{Acker, Delivery, Position, SubscribeError, Subscriber};
@@ -182,6 +184,7 @@ impl MemoryBroker {
             shared: Arc::clone(&self.shared),
             destinations: None,
             cursor: Cursor::After(None),
+            looked: false,
         }
     }
 
@@ -201,6 +204,7 @@ impl MemoryBroker {
                     .collect(),
             ),
             cursor: Cursor::Index(0),
+            looked: false,
         })
     }
 
@@ -347,6 +351,8 @@ pub struct MemorySubscriber {
     shared: Arc<Shared>,
     destinations: Option<Vec<Arc<str>>>,
     cursor: Cursor,
+    /// `try_next` has just found nothing: `next` then goes straight to asking to be woken.
+    looked: bool,
 }
 
 impl std::fmt::Debug for MemorySubscriber {
@@ -364,13 +370,16 @@ impl Subscriber for MemorySubscriber {
             shared,
             destinations,
             cursor,
+            looked,
         } = self;
+        // (The worker's `try_next` has looked without asking, just before.)
+        let mut looked = std::mem::take(looked);
         let mut take = || take(shared, destinations.as_deref(), cursor);
         // Each `Taken` ends before the next await, so the future does not keep room for it.
         loop {
             // First without asking to be woken: under load an event is waiting, and asking
             // costs two locks of the notifier's waiter list.
-            {
+            if !std::mem::take(&mut looked) {
                 let taken = take();
                 if taken.is_final() {
                     return taken.delivery.map(Ok);
@@ -402,6 +411,12 @@ impl Subscriber for MemorySubscriber {
             // one after another.
             tokio::task::yield_now().await;
         }
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        let delivery = take(&self.shared, self.destinations.as_deref(), &mut self.cursor).delivery;
+        self.looked = delivery.is_none();
+        delivery
     }
 }
 
@@ -500,9 +515,15 @@ impl Drop for MemoryAcker {
 
 #[async_trait]
 impl Acker for MemoryAcker {
-    async fn ack(&self) -> Result<(), SubscribeError> {
+    // Settled before the future is made, which then holds nothing and costs no allocation:
+    // every delivery is acked. (The signature `#[async_trait]` gives the trait's method.)
+    fn ack<'s, 'async_trait>(&'s self) -> BoxFuture<'async_trait, Result<(), SubscribeError>>
+    where
+        's: 'async_trait,
+        Self: 'async_trait,
+    {
         self.settle(false, |state, held| state.finish(held.bytes, None));
-        Ok(())
+        Box::pin(DoneOk::new())
     }
 
     async fn retry(

@@ -44,6 +44,7 @@
 mod pause;
 mod retry;
 mod service;
+mod stack;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -58,12 +59,12 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
-use tower::util::BoxCloneService;
-use tower::{Service as _, ServiceBuilder, ServiceExt};
+use tower::{Layer as _, Service as _, ServiceBuilder, ServiceExt};
 
 use self::pause::{Advice, Gate, Pause, Probe, Verdict};
 pub use self::retry::RetryPolicy;
 pub use self::service::{Elapsed, Panicked, ProcessorService};
+use self::stack::JobService;
 use crate::dead_letter::DeadLetter;
 use crate::event::{TraceContext, WebhookEvent};
 use crate::handles::Handles;
@@ -74,9 +75,6 @@ use crate::subscribe::{Acker, Delivery, DeliveryMeta, SubscribeError, Subscriber
 use crate::verify::VerifyLayer;
 use metrics::{Counter, Histogram, SharedString};
 use tracing::Instrument as _;
-
-/// The type-erased stack a [`Worker`] runs.
-type JobService = BoxCloneService<Job, Outcome, ProcessError>;
 
 type OrderFn = dyn Fn(&WebhookEvent) -> Option<String> + Send + Sync;
 
@@ -278,13 +276,23 @@ impl<Sub: Subscriber> WorkerBuilder<Sub> {
     /// Builds the default stack around `processor`.
     pub fn build<P: WebhookProcessor>(self, processor: P) -> Worker<Sub> {
         let processor = ProcessorService::new(processor).timeout(self.processing_timeout);
-        // Verification first: a forged event must not claim an idempotency key.
-        let stack = ServiceBuilder::new()
-            .option_layer(self.verifiers.clone().map(VerifyLayer::new))
-            .option_layer(self.idempotency.clone())
-            .layer(tower::retry::RetryLayer::new(self.retry))
-            .service(processor);
-        self.build_service(stack)
+        let retried = tower::retry::Retry::new(self.retry, processor);
+        // Verification first: a forged event must not claim an idempotency key. Each shape
+        // is built as it is, rather than with optional layers: the idempotency layer's future
+        // is then the stack's, which the worker takes without boxing it once more.
+        match (self.verifiers.clone(), self.idempotency.clone()) {
+            (None, None) => self.build_service(retried),
+            (None, Some(idempotency)) => self.build_service(idempotency.layer(retried)),
+            (Some(verifiers), None) => {
+                self.build_service(VerifyLayer::new(verifiers).layer(retried))
+            }
+            (Some(verifiers), Some(idempotency)) => self.build_service(
+                ServiceBuilder::new()
+                    .layer(VerifyLayer::new(verifiers))
+                    .layer(idempotency)
+                    .service(retried),
+            ),
+        }
     }
 
     /// Uses a stack of your own (compose it from [`IdempotencyLayer`], `VerifyLayer`,
@@ -305,7 +313,7 @@ impl<Sub: Subscriber> WorkerBuilder<Sub> {
             .or_verifiers(self.verifiers.as_ref());
         Worker {
             subscriber: self.subscriber,
-            service: BoxCloneService::new(service),
+            service: JobService::new(service),
             shared: Arc::new(Shared {
                 retry: self.retry,
                 keys,
@@ -475,7 +483,16 @@ impl<Sub: Subscriber> Worker<Sub> {
                     }
                 },
             };
-            let Some(next) = tasks.until(&mut shutdown, self.subscriber.next()).await else {
+            // A delivery at hand is taken without the boxed future of `next`, and only once
+            // `until` has looked at the shutdown signal: one taken is never dropped unsettled.
+            let subscriber = &mut self.subscriber;
+            let pull = async {
+                match subscriber.try_next() {
+                    Some(delivery) => Some(Ok(delivery)),
+                    None => subscriber.next().await,
+                }
+            };
+            let Some(next) = tasks.until(&mut shutdown, pull).await else {
                 break;
             };
             match next {

@@ -410,3 +410,51 @@ fn the_budget_is_reported_as_metrics() {
         );
     });
 }
+
+#[tokio::test]
+async fn try_next_hands_out_what_is_queued_without_waiting_and_next_still_waits() {
+    let broker = MemoryBroker::new(10);
+    let publisher = broker.publisher();
+    let mut subscriber = broker.subscriber(["a"]).unwrap();
+    assert!(subscriber.try_next().is_none(), "nothing queued yet");
+
+    publisher.publish("a", event("1")).await.unwrap();
+    publisher.publish("b", event("other")).await.unwrap();
+    publisher.publish("a", event("2")).await.unwrap();
+    let first = subscriber.try_next().expect("queued");
+    let second = subscriber.try_next().expect("queued");
+    assert_eq!(
+        (&*first.event.body, &*second.event.body),
+        (&b"1"[..], &b"2"[..])
+    );
+    assert_eq!(&*first.destination, "a");
+    assert!(subscriber.try_next().is_none(), "`b` is not subscribed to");
+    assert_eq!(broker.in_flight(), 2);
+
+    // After a `try_next` that found nothing, `next` waits for the next publish and takes it.
+    let waiting = tokio::spawn(async move {
+        let delivery = next(&mut subscriber).await;
+        (subscriber, delivery)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publisher.publish("a", event("3")).await.unwrap();
+    let (mut subscriber, third) = waiting.await.unwrap();
+    assert_eq!(&*third.event.body, b"3");
+
+    // A delivery taken with `try_next` settles as any other; a retried one comes back.
+    first.ack().await.unwrap();
+    third.ack().await.unwrap();
+    second.retry(Duration::ZERO).await.unwrap();
+    let again = next(&mut subscriber).await;
+    assert_eq!((&*again.event.body, again.attempt), (&b"2"[..], 2));
+    again.ack().await.unwrap();
+
+    // The end of the subscription comes through `next`: `try_next` only says "none now".
+    broker.close();
+    assert!(subscriber.try_next().is_none());
+    let ended = tokio::time::timeout(Duration::from_secs(60), subscriber.next()).await;
+    assert!(matches!(ended, Ok(None)), "the subscription ended");
+    // A boxed subscriber hands `try_next` on.
+    let mut boxed: Box<dyn Subscriber> = Box::new(broker.subscriber(["b"]).unwrap());
+    assert_eq!(&*boxed.try_next().expect("queued").event.body, b"other");
+}
