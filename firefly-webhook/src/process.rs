@@ -487,76 +487,35 @@ impl Context {
 /// the token the lock holds now, so a worker whose lock expired cannot act on a newer owner's
 /// claim.
 ///
-/// A random token is kept inline (32 hex digits, no allocation); one read back from a store
-/// is shared, so cloning either (the idempotency layer hands a copy to the processor) copies
-/// no text.
-#[derive(Clone)]
-pub struct FencingToken(Token);
-
-#[derive(Clone)]
-enum Token {
-    /// Made by [`FencingToken::random`]: 32 lowercase hex digits.
-    Random([u8; uuid::fmt::Simple::LENGTH]),
-    /// Any other text.
-    Text(Arc<str>),
-}
+/// Cloning one (the idempotency layer hands a copy to the processor) is a reference count.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FencingToken(Arc<str>);
 
 impl FencingToken {
     /// A new random token (128 bits). Tokens only need to be unique, not secret, so a fast
     /// non-cryptographic generator is enough.
     pub fn random() -> Self {
         // 32 lowercase hex digits, most significant first: `uuid`'s simple encoding of the
-        // 128 bits, written in place (no formatting machinery, no allocation).
+        // 128 bits, written into a stack buffer (no formatting machinery, no UTF-8 check).
         let mut text = [0u8; uuid::fmt::Simple::LENGTH];
-        uuid::Uuid::from_u128(fastrand::u128(..))
-            .simple()
-            .encode_lower(&mut text);
-        Self(Token::Random(text))
+        let bits = uuid::Uuid::from_u128(fastrand::u128(..));
+        Self(Arc::from(&*bits.simple().encode_lower(&mut text)))
     }
 
     /// Wraps a token read back from a store.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(Token::Text(Arc::from(token.into())))
+        Self(Arc::from(token.into()))
     }
 
     /// The token's text.
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // Always ASCII hex digits: the check cannot fail.
-            Token::Random(text) => std::str::from_utf8(text).unwrap_or_default(),
-            Token::Text(text) => text,
-        }
-    }
-
-    /// The token's text as bytes, without the UTF-8 check of [`as_str`](Self::as_str): what
-    /// comparing and hashing tokens use.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        match &self.0 {
-            Token::Random(text) => text,
-            Token::Text(text) => text.as_bytes(),
-        }
-    }
-}
-
-// Equal when the text is, however each was made (a random token read back from a store is
-// the same token).
-impl PartialEq for FencingToken {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for FencingToken {}
-
-impl std::hash::Hash for FencingToken {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+        &self.0
     }
 }
 
 impl fmt::Debug for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FencingToken({})", self.as_str())
+        write!(f, "FencingToken({})", self.0)
     }
 }
 
@@ -578,21 +537,5 @@ mod tests {
             );
         }
         assert_eq!(FencingToken::new("abc").as_str(), "abc");
-    }
-
-    #[test]
-    fn a_random_token_equals_its_text_read_back() {
-        use std::hash::BuildHasher;
-        let token = FencingToken::random();
-        let read_back = FencingToken::new(token.as_str());
-        assert_eq!(token, read_back);
-        assert_eq!(token.clone(), token);
-        assert_ne!(read_back, FencingToken::new("other"));
-        let hasher = std::collections::hash_map::RandomState::new();
-        assert_eq!(hasher.hash_one(&token), hasher.hash_one(&read_back));
-        assert_eq!(
-            format!("{token:?}"),
-            format!("FencingToken({})", token.as_str())
-        );
     }
 }

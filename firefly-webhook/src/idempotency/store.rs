@@ -247,7 +247,7 @@ impl Digests {
     /// each take this hash once; foldhash takes about 30 instructions for a token, where a
     /// SipHash pass takes about 200.
     fn owner(&self, token: &FencingToken) -> u64 {
-        self.owners.hash_one(token.as_bytes()).max(1)
+        self.owners.hash_one(token.as_str()).max(1)
     }
 }
 
