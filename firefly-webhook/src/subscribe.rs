@@ -38,10 +38,10 @@ pub trait Subscriber: Send + 'static {
     }
 
     /// The consumer stops pulling (a [`Worker`](crate::worker::Worker) calls this when it
-    /// shuts down, before it waits for the deliveries in flight): no `next` call follows, and
-    /// the deliveries handed out are still settled. A transport that waits out retry delays
-    /// in the settling call (so that they count against the worker's concurrency) ends those
-    /// waits now and leaves the messages for redelivery. Does nothing by default.
+    /// shuts down, before it waits for the deliveries in flight): no `next` or `try_next` call
+    /// follows, and the deliveries handed out are still settled. A transport that waits out
+    /// retry delays in the settling call (so that they count against the worker's concurrency)
+    /// ends those waits now and leaves the messages for redelivery. Does nothing by default.
     fn stop(&mut self) {}
 }
 
