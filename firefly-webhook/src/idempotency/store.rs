@@ -1,9 +1,9 @@
 //! The [`IdempotencyStore`] port and the in-process [`MemoryStore`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -189,8 +189,8 @@ impl StoreError {
     }
 }
 
-/// A key's lock or "processed" marker: 16 bytes, so that a full store of 50,000 keys takes
-/// about 2 MB (keys are kept as [`Digest`]s, 16 bytes more).
+/// A key's lock or "processed" marker: 16 bytes (keys are kept as [`Digest`]s, 16 bytes more;
+/// see [`MemoryStore`] for what a full store takes).
 #[derive(Clone, Copy)]
 struct Slot {
     /// When it expires, in nanoseconds since the store's epoch.
@@ -275,7 +275,81 @@ impl Hasher for Fold {
     }
 }
 
-type Slots = HashMap<Digest, Slot, BuildHasherDefault<Fold>>;
+/// Each key's slot.
+type Map = HashMap<Digest, Slot, BuildHasherDefault<Fold>>;
+
+/// The keys' slots, and the order in which their processed markers were written.
+#[derive(Default)]
+struct Slots {
+    map: Map,
+    /// Every processed marker as it was written, oldest first: the next to go when a new key
+    /// needs room. A marker overwritten or removed since leaves its entry behind, which is
+    /// skipped when it comes up (see [`current`](Self::current)).
+    written: VecDeque<Written>,
+}
+
+/// A processed marker as it was written: 24 bytes, where a `(Digest, u64)` pair takes 32.
+#[derive(Clone, Copy)]
+struct Written {
+    /// The key's digest, low half first.
+    digest: [u64; 2],
+    /// The marker's expiry: a marker written again for the same key has another.
+    until: u64,
+}
+
+impl Written {
+    fn new(digest: Digest, until: u64) -> Self {
+        // The two halves of the digest, kept apart for the smaller alignment.
+        #[allow(clippy::cast_possible_truncation)]
+        let digest = [digest as u64, (digest >> 64) as u64];
+        Self { digest, until }
+    }
+
+    fn digest(self) -> Digest {
+        u128::from(self.digest[0]) | (u128::from(self.digest[1]) << 64)
+    }
+}
+
+impl Slots {
+    /// `digest`'s slot, if `owner` holds its lock and it has not expired.
+    fn owned(&mut self, digest: Digest, owner: u64, now: u64) -> Option<&mut Slot> {
+        self.map
+            .get_mut(&digest)
+            .filter(|s| s.owner == owner && s.until > now)
+    }
+
+    /// Notes `digest`'s processed marker, just written to expire at `until`, as the newest.
+    fn written_now(&mut self, digest: Digest, until: u64, capacity: usize) {
+        // Entries left behind pile up only while nothing is evicted and markers are written
+        // again (keys processed anew after theirs expired). The map holds at most as many
+        // markers as keys, so once the queue is twice the larger of that and the capacity, at
+        // least half of it is left behind: dropping those costs O(1) amortised.
+        if self.written.len() >= self.map.len().max(capacity).saturating_mul(2) {
+            let map = &self.map;
+            self.written.retain(|w| Self::current(map, *w));
+        }
+        self.written.push_back(Written::new(digest, until));
+    }
+
+    /// Whether `written` is still the marker its key holds.
+    fn current(map: &Map, written: Written) -> bool {
+        map.get(&written.digest())
+            .is_some_and(|s| s.is_processed() && s.until == written.until)
+    }
+
+    /// Makes room for one key: drops the processed marker written longest ago, expired or not.
+    /// Only when no marker is left (every key is locked) does it search the map, for expired
+    /// locks; a held lock is never dropped. O(1) amortised: each marker is queued once.
+    fn evict(&mut self, now: u64) {
+        while let Some(written) = self.written.pop_front() {
+            if Self::current(&self.map, written) {
+                self.map.remove(&written.digest());
+                return;
+            }
+        }
+        self.map.retain(|_, s| s.until > now);
+    }
+}
 
 struct Failure {
     count: u64,
@@ -331,11 +405,13 @@ fn truncate(error: &str) -> &str {
 
 /// An [`IdempotencyStore`] in this process's memory: for tests and single-process workers.
 ///
-/// It holds at most [`capacity`](Self::with_capacity) keys (default 50,000, about 2 MB: each
-/// key is kept as a 128-bit keyed digest, not as text):
-/// expired entries go first, then the oldest "processed" markers, so under sustained load the
-/// window in which duplicates are recognised is the last `capacity` events rather than the
-/// processed TTL. Use the Redis store when several processes share work or the window matters.
+/// It holds at most [`capacity`](Self::with_capacity) keys (default 50,000, about 3.7 MB: each
+/// key is kept as a 128-bit keyed digest, not as text, 32 bytes with its slot in a hash map and
+/// 24 more in the order of the "processed" markers). A new key that finds it full takes the
+/// place of the marker written longest ago, so under sustained load the window in which
+/// duplicates are recognised is the last `capacity` events rather than the processed TTL; a
+/// held lock is never dropped. Use the Redis store when several processes share work or the
+/// window matters.
 ///
 /// Failure counters are bounded the same way: expired ones are swept as the map grows, and at
 /// `capacity` the ones closest to expiry go first. Each keeps at most 1 KiB of error text.
@@ -393,21 +469,21 @@ impl MemoryStore {
         let digest = self.digests.key(key);
         let now = self.now();
         let mut slots = lock(&self.slots);
-        match slots.get(&digest) {
+        match slots.map.get(&digest) {
             Some(s) if s.until > now && s.is_processed() => return Claim::Completed,
             Some(s) if s.until > now => {
                 return Claim::InProgress {
                     retry_after: Some(Duration::from_nanos(s.until - now)),
                 };
             }
-            None if slots.len() >= self.capacity => Self::evict(&mut slots, now, self.capacity),
+            None if slots.map.len() >= self.capacity => slots.evict(now),
             // Expired (replaced below), or room to spare.
             Some(_) | None => {}
         }
         // Only once the claim is known to succeed: a duplicate costs no token.
         let token = FencingToken::random();
         let owner = self.digests.owner(&token);
-        slots.insert(
+        slots.map.insert(
             digest,
             Slot {
                 until: now.saturating_add(nanos(lock_ttl)),
@@ -424,31 +500,22 @@ impl MemoryStore {
         token: &FencingToken,
         processed_ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.update_owned(key, token, |slot, now| {
-            *slot = Slot {
-                until: now.saturating_add(nanos(processed_ttl)),
-                owner: Slot::PROCESSED,
-            };
-        })
+        let (mut slots, digest, owner, now) = self.locked(key, token);
+        let until = now.saturating_add(nanos(processed_ttl));
+        *slots.owned(digest, owner, now).ok_or(StoreError::Fenced)? = Slot {
+            until,
+            owner: Slot::PROCESSED,
+        };
+        slots.written_now(digest, until, self.capacity);
+        Ok(())
     }
 
-    /// Applies `update` (with the time now) to `key`'s slot if `token` owns it and it has not
-    /// expired; fails with [`StoreError::Fenced`] otherwise.
-    fn update_owned(
-        &self,
-        key: &str,
-        token: &FencingToken,
-        update: impl FnOnce(&mut Slot, u64),
-    ) -> Result<(), StoreError> {
+    /// The slots, locked, with `key`'s digest, `token`'s owner hash and the time now: what
+    /// [`Slots::owned`] needs to find the slot `token` holds.
+    fn locked(&self, key: &str, token: &FencingToken) -> (MutexGuard<'_, Slots>, Digest, u64, u64) {
         let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
         let now = self.now();
-        match lock(&self.slots).get_mut(&digest) {
-            Some(s) if s.owner == owner && s.until > now => {
-                update(s, now);
-                Ok(())
-            }
-            _ => Err(StoreError::Fenced),
-        }
+        (lock(&self.slots), digest, owner, now)
     }
 
     /// Now, in nanoseconds since the epoch.
@@ -458,7 +525,7 @@ impl MemoryStore {
 
     /// Keys currently held (locks and processed markers, expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        lock(&self.slots).len()
+        lock(&self.slots).map.len()
     }
 
     /// Whether the store holds no keys.
@@ -474,32 +541,6 @@ impl MemoryStore {
             .get(key)
             .filter(|f| f.until > now)
             .map(|f| (f.count, f.last_error.clone()))
-    }
-
-    /// Makes room: drops expired entries, then the oldest tenth of the processed markers.
-    /// Runs once per `capacity / 10` inserts at most, so it costs O(1) per insert amortised.
-    fn evict(slots: &mut Slots, now: u64, capacity: usize) {
-        slots.retain(|_, s| s.until > now);
-        if slots.len() < capacity {
-            return;
-        }
-        let mut processed: Vec<u64> = slots
-            .values()
-            .filter(|s| s.is_processed())
-            .map(|s| s.until)
-            .collect();
-        let n = (capacity / 10).max(1).min(processed.len());
-        if n == 0 {
-            return;
-        }
-        let (_, cutoff, _) = processed.select_nth_unstable(n - 1);
-        let cutoff = *cutoff;
-        let mut left = n;
-        slots.retain(|_, s| {
-            let drop = s.is_processed() && s.until <= cutoff && left > 0;
-            left -= usize::from(drop);
-            !drop
-        });
     }
 }
 
@@ -520,9 +561,12 @@ impl IdempotencyStore for MemoryStore {
         token: &FencingToken,
         lock_ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.update_owned(key, token, |slot, now| {
-            slot.until = now.saturating_add(nanos(lock_ttl));
-        })
+        let (mut slots, digest, owner, now) = self.locked(key, token);
+        slots
+            .owned(digest, owner, now)
+            .ok_or(StoreError::Fenced)?
+            .until = now.saturating_add(nanos(lock_ttl));
+        Ok(())
     }
 
     async fn complete(
@@ -535,16 +579,10 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, key: &str, token: &FencingToken) -> Result<(), StoreError> {
-        let (digest, owner) = (self.digests.key(key), self.digests.owner(token));
-        let now = self.now();
-        let mut slots = lock(&self.slots);
-        match slots.get(&digest) {
-            Some(s) if s.owner == owner && s.until > now => {
-                slots.remove(&digest);
-                Ok(())
-            }
-            _ => Err(StoreError::Fenced),
-        }
+        let (mut slots, digest, owner, now) = self.locked(key, token);
+        slots.owned(digest, owner, now).ok_or(StoreError::Fenced)?;
+        slots.map.remove(&digest);
+        Ok(())
     }
 
     async fn record_failure(
@@ -669,9 +707,116 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_takes_32_bytes() {
-        // What the capacity's "about 2 MB" is made of (plus the map's control bytes and slack).
+    fn an_entry_takes_56_bytes() {
+        // What the capacity's "about 3.7 MB" is made of (plus the map's control bytes and the
+        // two containers' slack): the slot in the map, and the marker's place in the queue.
         assert_eq!(std::mem::size_of::<(Digest, Slot)>(), 32);
+        assert_eq!(std::mem::size_of::<Written>(), 24);
+        let digest = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(Written::new(digest, 7).digest(), digest);
+    }
+
+    /// Claims and completes `key`; panics unless the claim is acquired.
+    async fn process(store: &MemoryStore, key: &str, ttl: Duration) {
+        let Claim::Acquired(t) = store.claim(key, LOCK).await.unwrap() else {
+            panic!("{key} was not acquired")
+        };
+        store.complete(key, &t, ttl).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_key_at_capacity_takes_the_place_of_the_marker_written_longest_ago() {
+        let store = MemoryStore::with_capacity(16);
+        for i in 0..16 {
+            process(&store, &format!("k{i}"), DONE).await;
+        }
+        // Full: one new key costs exactly one marker, the oldest.
+        process(&store, "new", DONE).await;
+        assert_eq!(store.len(), 16);
+        for i in 1..16 {
+            assert_eq!(
+                store.claim(&format!("k{i}"), LOCK).await.unwrap(),
+                Claim::Completed,
+                "k{i}"
+            );
+        }
+        assert!(matches!(
+            store.claim("k0", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+        // That claim took k1's place, and the next new key takes k2's; k3 is still known.
+        assert!(matches!(
+            store.claim("k1", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+        assert_eq!(store.claim("k3", LOCK).await.unwrap(), Claim::Completed);
+        assert!(matches!(
+            store.claim("k2", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_written_again_keeps_its_newer_place() {
+        let store = MemoryStore::with_capacity(16);
+        let short = Duration::from_secs(10);
+        process(&store, "again", short).await;
+        for i in 0..8 {
+            process(&store, &format!("old{i}"), DONE).await;
+        }
+        // Its first marker expires; the key is processed anew, after the eight others.
+        tokio::time::advance(short + Duration::from_secs(1)).await;
+        process(&store, "again", DONE).await;
+        for i in 0..7 {
+            process(&store, &format!("new{i}"), DONE).await;
+        }
+        assert_eq!(store.len(), 16);
+        // Eight new keys push out the eight markers older than "again"'s second one: its
+        // first entry in the queue, left behind, is skipped rather than taken for it.
+        for i in 0..8 {
+            process(&store, &format!("more{i}"), DONE).await;
+        }
+        assert_eq!(store.claim("again", LOCK).await.unwrap(), Claim::Completed);
+        assert!(matches!(
+            store.claim("old7", LOCK).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn markers_written_again_leave_a_bounded_queue() {
+        let store = MemoryStore::with_capacity(16);
+        let short = Duration::from_secs(1);
+        // One key processed over and over, each time after its marker expired: the map never
+        // fills, so nothing is evicted, and each write leaves an entry behind.
+        for _ in 0..1_000 {
+            process(&store, "k", short).await;
+            tokio::time::advance(short).await;
+        }
+        assert_eq!(store.len(), 1);
+        let written = lock(&store.slots).written.len();
+        assert!(written <= 2 * 16, "{written} entries queued");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_full_of_locks_drops_the_expired_ones() {
+        let store = MemoryStore::with_capacity(16);
+        let short = Duration::from_secs(1);
+        for i in 0..16 {
+            assert!(matches!(
+                store.claim(&format!("lock{i}"), short).await.unwrap(),
+                Claim::Acquired(_)
+            ));
+        }
+        let Claim::Acquired(held) = store.claim("held", LOCK).await.unwrap() else {
+            panic!()
+        };
+        // Held locks are never dropped: the store goes over its capacity instead.
+        assert_eq!(store.len(), 17);
+        tokio::time::advance(short).await;
+        process(&store, "new", DONE).await;
+        assert_eq!(store.len(), 2);
+        store.complete("held", &held, DONE).await.unwrap();
     }
 
     #[tokio::test]
