@@ -675,11 +675,7 @@ mod tests {
     async fn capacity_evicts_the_oldest_processed_markers() {
         let store = MemoryStore::with_capacity(100);
         for i in 0..1000 {
-            let key = format!("k{i}");
-            let Claim::Acquired(t) = store.claim(&key, LOCK).await.unwrap() else {
-                panic!()
-            };
-            store.complete(&key, &t, DONE).await.unwrap();
+            process(&store, &format!("k{i}"), DONE).await;
             assert!(store.len() <= 100);
         }
         // The newest keys are still recognised, the oldest were forgotten.
@@ -697,11 +693,7 @@ mod tests {
             panic!()
         };
         for i in 0..100 {
-            let key = format!("k{i}");
-            let Claim::Acquired(t) = store.claim(&key, LOCK).await.unwrap() else {
-                panic!()
-            };
-            store.complete(&key, &t, DONE).await.unwrap();
+            process(&store, &format!("k{i}"), DONE).await;
         }
         store.complete("held", &held, DONE).await.unwrap();
     }
